@@ -1,0 +1,42 @@
+# Two commands on a fresh machine:
+#   make course   set up .venv, then run every notebook in order into outputs/executed/ (ipynb + html)
+#   make test     set up .venv, then ruff, the unit tests and nbval over every notebook (smoke profile)
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# make test runs the notebooks hermetically: tiny profile, the embedded dataset, outputs kept apart
+SMOKE_ENV := CXR_PROFILE=smoke CXR_DATASET=synthetic CXR_OUTPUT_DIR=outputs/smoke
+
+.PHONY: setup course test lint unit notebooks benchmarks clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else \
+	  f"Python {v[0]}.{v[1]} found; the course needs 3.10-3.12 (3.11 recommended): make PYTHON=python3.11 ...")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+course: setup
+	$(BIN)/python -m utils notebooks
+
+test: setup lint unit notebooks
+
+lint: setup
+	$(BIN)/ruff check .
+
+unit: setup
+	$(BIN)/python -m pytest
+
+notebooks: setup
+	$(SMOKE_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+
+benchmarks: setup
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/real_data.py
+
+clean:
+	rm -rf outputs/smoke outputs/executed .pytest_cache
