@@ -19,6 +19,7 @@ The default is ``full`` when TensorFlow sees a GPU, else ``laptop``. Other setti
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -87,10 +88,12 @@ PROFILES: dict[str, Profile] = {
 
 
 def gpu_available() -> bool:
-    """True when TensorFlow sees at least one GPU (imports TensorFlow)."""
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
+    """True when a GPU is visible: TensorFlow's view if it is loaded, else the NVIDIA driver's device files
+    (so that choosing a profile does not cost a TensorFlow import)."""
+    if "tensorflow" in sys.modules:
+        return bool(sys.modules["tensorflow"].config.list_physical_devices("GPU"))
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return Path("/dev/nvidia0").exists() or (gpus.is_dir() and any(gpus.iterdir()))
 
 
 def get_profile(name: str | None = None) -> Profile:
