@@ -12,6 +12,7 @@ from utils.datasets import (
     find_dataset_root,
     get_dataset,
     kermany_patient_id,
+    registry_table,
     scan_images,
 )
 
@@ -136,3 +137,10 @@ def test_real_kermany_counts(shared_dir, monkeypatch):
         records = scan_images(get_dataset(name), settings.source)
         train = [r.label for r in records if r.official_split == "train"]
         assert {label: train.count(label) for label in expected} == expected
+
+
+def test_registry_table_lists_every_entry():
+    table = registry_table()
+    assert list(table.index) == list(REGISTRY)
+    assert table.loc["pneumonia", "source"] == "Kaggle paultimothymooney/chest-xray-pneumonia"
+    assert table.loc["cxr6", "classes"] == "the folders found"
