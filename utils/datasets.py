@@ -124,7 +124,8 @@ REGISTRY: dict[str, DatasetSpec] = {
     ),
     "pneumonia3": DatasetSpec(
         name="pneumonia3", title="Kermany paediatric chest X-rays: NORMAL, BACTERIA, VIRUS",
-        classes=("NORMAL", "BACTERIA", "VIRUS"), label_of=kermany_three_class, **_KERMANY,
+        classes=("NORMAL", "BACTERIA", "VIRUS"), label_of=kermany_three_class,
+        **{**_KERMANY, "min_images": {"NORMAL": 1000, "BACTERIA": 2000, "VIRUS": 1000}},
     ),
     "covid19-radiography": DatasetSpec(
         name="covid19-radiography", title="COVID-19 Radiography Database",
