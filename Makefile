@@ -27,6 +27,7 @@ test: setup lint unit notebooks
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/actionlint
 
 unit: setup
 	$(BIN)/python -m pytest

@@ -1,0 +1,170 @@
+"""The course's GitHub address, in one place, and everything derived from it.
+
+Every notebook's "Open in Colab" badge, the clone URL in the standard setup cell and the badges in README.md are
+built from :data:`REPO`. After a fork or a move, run ``python -m utils links --repo OWNER/NAME``: it updates
+:data:`REPO` in this file and rewrites all of those places (running it again changes nothing).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .config import PROJECT_ROOT, ConfigError
+
+REPO = "cxr-course/cxr-course"
+BRANCH = "main"
+CLONE_DIR = "cxr-course"
+BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+_REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_REPO_LINE = re.compile(r'^REPO = "[^"\n]*"$', re.MULTILINE)
+_COLAB_LINK = re.compile(
+    r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w.-]+/(?P<path>[^\s)\"'<>]+\.ipynb)"
+)
+_BADGE = re.compile(r"\[!\[[^\]]*\]\(" + re.escape(BADGE_IMAGE) + r"\)\]\([^)\s]*\)")
+_GITHUB_REPO_URL = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+?(?:\.git)?(?=[\"'\s)]|$)", re.MULTILINE)
+
+
+def check_repo(repo: str) -> str:
+    """``repo`` if it looks like ``OWNER/NAME``, else a :class:`ConfigError` saying what is expected."""
+    repo = repo.strip().removeprefix("https://github.com/").removesuffix(".git").strip("/")
+    if not _REPO_NAME.match(repo):
+        raise ConfigError(
+            f"{repo!r} is not a GitHub repository: give it as OWNER/NAME, e.g. my-org/cxr-course."
+        )
+    return repo
+
+
+def repo_url(repo: str | None = None) -> str:
+    """``https://github.com/OWNER/NAME`` (the setup cell clones it)."""
+    return f"https://github.com/{repo or REPO}"
+
+
+def _relative(notebook_path: str | Path) -> str:
+    path = Path(notebook_path)
+    if path.is_absolute():
+        path = path.resolve().relative_to(PROJECT_ROOT)
+    return path.as_posix()
+
+
+def colab_url(notebook_path: str | Path, repo: str | None = None) -> str:
+    """The Colab address that opens ``notebook_path`` (relative to the repository root) from GitHub."""
+    return f"https://colab.research.google.com/github/{repo or REPO}/blob/{BRANCH}/{_relative(notebook_path)}"
+
+
+def badge_markdown(notebook_path: str | Path, repo: str | None = None) -> str:
+    """The "Open in Colab" badge for ``notebook_path`` as Markdown."""
+    return f"[![Open In Colab]({BADGE_IMAGE})]({colab_url(notebook_path, repo)})"
+
+
+def setup_cell_source(repo: str | None = None) -> str:
+    """The standard first code cell of every notebook."""
+    return f"""import sys
+from pathlib import Path
+
+ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents, Path("{CLONE_DIR}").resolve()]
+             if (p / "utils" / "__init__.py").exists()), None)
+if ROOT is None:  # Colab, or a notebook opened outside the course: fetch the course next to it
+    import subprocess
+    subprocess.run(["git", "clone", "-q", "--depth", "1", "{repo_url(repo)}", "{CLONE_DIR}"], check=True)
+    ROOT = Path("{CLONE_DIR}").resolve()
+sys.path.insert(0, str(ROOT))
+from utils.notebook import setup_notebook
+
+ctx = setup_notebook()"""
+
+
+def _rewrite_clone_urls(text: str, repo: str) -> str:
+    lines = text.split("\n")
+    return "\n".join(
+        _GITHUB_REPO_URL.sub(repo_url(repo), line) if "clone" in line else line for line in lines
+    )
+
+
+def rewrite_markdown(text: str, repo: str) -> str:
+    """Point every Colab link and ``git clone`` URL in ``text`` at ``repo`` (paths are kept)."""
+    text = _COLAB_LINK.sub(lambda m: colab_url(m.group("path"), repo), text)
+    return _rewrite_clone_urls(text, repo)
+
+
+def _with_badge(source: str, badge: str) -> str:
+    if _BADGE.search(source):
+        return _BADGE.sub(lambda _: badge, source, count=1)
+    lines = source.split("\n")
+    at = next((i + 1 for i, line in enumerate(lines) if line.startswith("# ")), 0)
+    head, tail = "\n".join(lines[:at]).strip("\n"), "\n".join(lines[at:]).strip("\n")
+    return "\n\n".join(part for part in (head, badge, tail) if part)
+
+
+def rewrite_notebook(path: Path, root: Path, repo: str) -> bool:
+    """Fix the badge in the first cell (adding it under the title if missing) and the setup cell's clone URL.
+
+    Writes the notebook only when something changed; returns whether it did.
+    """
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    rel = path.resolve().relative_to(root.resolve()).as_posix()
+    changed = False
+    for index, cell in enumerate(notebook.cells):
+        source = cell.source
+        if cell.cell_type == "markdown":
+            source = rewrite_markdown(source, repo)
+            if index == 0:
+                source = _with_badge(source, badge_markdown(rel, repo))
+        elif cell.cell_type == "code":
+            source = _rewrite_clone_urls(source, repo)
+        if source != cell.source:
+            cell.source = source
+            changed = True
+    if changed:
+        nbformat.write(notebook, path)
+    return changed
+
+
+def rewrite_badges(root: Path = PROJECT_ROOT, repo: str | None = None) -> list[Path]:
+    """Rewrite every notebook's badge and clone URL and README.md's links from ``repo``; returns changed files."""
+    repo = check_repo(repo or REPO)
+    root = Path(root)
+    changed = [p for p in sorted((root / "notebooks").glob("*.ipynb")) if rewrite_notebook(p, root, repo)]
+    readme = root / "README.md"
+    if readme.exists():
+        text = readme.read_text(encoding="utf-8")
+        new = rewrite_markdown(text, repo)
+        if new != text:
+            readme.write_text(new, encoding="utf-8")
+            changed.append(readme)
+    return changed
+
+
+def set_repo(repo: str, root: Path = PROJECT_ROOT) -> bool:
+    """Store ``repo`` as :data:`REPO` in ``root/utils/course_links.py``; returns whether the file changed."""
+    global REPO
+    repo = check_repo(repo)
+    source_file = Path(root) / "utils" / "course_links.py"
+    text = source_file.read_text(encoding="utf-8")
+    if not _REPO_LINE.search(text):
+        raise ConfigError(f'No line `REPO = "..."` in {source_file}: restore it, then run this again.')
+    new = _REPO_LINE.sub(f'REPO = "{repo}"', text, count=1)
+    if Path(root).resolve() == PROJECT_ROOT:
+        REPO = repo
+    if new == text:
+        return False
+    source_file.write_text(new, encoding="utf-8")
+    return True
+
+
+def main_links(repo: str | None = None, root: Path = PROJECT_ROOT) -> int:
+    """``python -m utils links [--repo OWNER/NAME]``: store the address (if given) and rewrite every link."""
+    root = Path(root)
+    changed: list[Path] = []
+    if repo:
+        repo = check_repo(repo)
+        if set_repo(repo, root):
+            changed.append(root / "utils" / "course_links.py")
+    changed += rewrite_badges(root, repo or REPO)
+    for path in changed:
+        print(f"updated {path.relative_to(root) if path.is_relative_to(root) else path}")
+    print(f"links point at {repo_url(repo or REPO)} ({len(changed)} file(s) changed)")
+    return 0
