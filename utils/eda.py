@@ -28,7 +28,8 @@ def plot_split_counts(manifest: pd.DataFrame, class_names: list[str] | None = No
 
 def class_balance(manifest: pd.DataFrame) -> pd.DataFrame:
     """Share of each class within each split (rows: classes, columns: splits), in percent."""
-    return (pd.crosstab(manifest["label"], manifest["split"], normalize="columns") * 100).round(1)
+    shares = pd.crosstab(manifest["label"], manifest["split"], normalize="columns") * 100
+    return shares.reindex(columns=[s for s in SPLITS if s in shares.columns]).round(1)
 
 
 def size_summary(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .config import PROJECT_ROOT, Profile, Settings, get_settings
+from .runtime import import_tensorflow
 
 #: Distributions the course needs beyond what Colab always ships; only the missing ones are installed.
 COLAB_PACKAGES: tuple[str, ...] = (
@@ -222,8 +223,8 @@ def prepare_colab(runner: Runner = _run, userdata: object | None = None) -> str 
 
 def configure_tensorflow(seed: int) -> list[str]:
     """Seed Python, NumPy and TensorFlow, let every GPU grow its memory, and return the GPUs' names."""
+    tf = import_tensorflow()  # first, so that Keras's own import of TensorFlow is already done and quiet
     import keras
-    import tensorflow as tf
 
     if int(keras.__version__.split(".")[0]) < 3:
         raise NotebookSetupError(
