@@ -14,8 +14,14 @@ from utils.config import PROJECT_ROOT
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "utils", *args], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "utils", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize(
@@ -37,11 +43,17 @@ def test_bad_input_gives_one_line_error(args, message):
 
 
 def test_prepare_prints_split_table_and_manifest_path(tmp_path, monkeypatch, capsys):
-    source = write_tree(tmp_path / "archive", {
-        "train/NORMAL/IM-{i:04d}-0001.png": 8, "train/PNEUMONIA/person{i}_virus_1.png": 8,
-        "train/PNEUMONIA/person5{i}_bacteria_1.png": 8, "test/PNEUMONIA/person8{i}_bacteria_1.png": 2,
-        "test/NORMAL/IM-9{i:03d}-0001.png": 2, "test/PNEUMONIA/person9{i}_virus_1.png": 2,
-    })
+    source = write_tree(
+        tmp_path / "archive",
+        {
+            "train/NORMAL/IM-{i:04d}-0001.png": 8,
+            "train/PNEUMONIA/person{i}_virus_1.png": 8,
+            "train/PNEUMONIA/person5{i}_bacteria_1.png": 8,
+            "test/PNEUMONIA/person8{i}_bacteria_1.png": 2,
+            "test/NORMAL/IM-9{i:03d}-0001.png": 2,
+            "test/PNEUMONIA/person9{i}_virus_1.png": 2,
+        },
+    )
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
     assert main(["prepare", "--dataset", "pneumonia3", "--source", str(source), "--profile", "smoke"]) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -72,13 +72,16 @@ def test_kermany_patient_ids(name, split, expected):
 
 
 def test_covid_layout_ignores_masks(tmp_path):
-    root = write_tree(tmp_path, {
-        "COVID-19_Radiography_Dataset/COVID/images/COVID-{i}.png": 2,
-        "COVID-19_Radiography_Dataset/COVID/masks/COVID-{i}.png": 2,
-        "COVID-19_Radiography_Dataset/Normal/images/Normal-{i}.png": 2,
-        "COVID-19_Radiography_Dataset/Lung_Opacity/images/Lung_Opacity-{i}.png": 2,
-        "COVID-19_Radiography_Dataset/Viral Pneumonia/images/Viral Pneumonia-{i}.png": 2,
-    })
+    root = write_tree(
+        tmp_path,
+        {
+            "COVID-19_Radiography_Dataset/COVID/images/COVID-{i}.png": 2,
+            "COVID-19_Radiography_Dataset/COVID/masks/COVID-{i}.png": 2,
+            "COVID-19_Radiography_Dataset/Normal/images/Normal-{i}.png": 2,
+            "COVID-19_Radiography_Dataset/Lung_Opacity/images/Lung_Opacity-{i}.png": 2,
+            "COVID-19_Radiography_Dataset/Viral Pneumonia/images/Viral Pneumonia-{i}.png": 2,
+        },
+    )
     records = scan_images(get_dataset("covid19-radiography"), root)
     assert len(records) == 8
     assert all("masks" not in r.path.parts for r in records)
@@ -88,7 +91,9 @@ def test_covid_layout_ignores_masks(tmp_path):
 
 def test_cxr6_discovers_class_folders(tmp_path):
     classes = ["Atelectasis", "Cardiomegaly", "Effusion", "Normal", "Pneumonia", "Pneumothorax"]
-    root = write_tree(tmp_path, {f"data/{split}/{c}/{c}_{{i}}.jpg": 1 for c in classes for split in ("train", "test")})
+    root = write_tree(
+        tmp_path, {f"data/{split}/{c}/{c}_{{i}}.jpg": 1 for c in classes for split in ("train", "test")}
+    )
     records = scan_images(get_dataset("cxr6"), root)
     assert class_names(get_dataset("cxr6"), records) == classes
     assert {r.official_split for r in records} == {"train", "test"}
@@ -132,8 +137,10 @@ def test_real_kermany_counts(shared_dir, monkeypatch):
     from utils.config import get_settings
 
     settings = get_settings("smoke")
-    for name, expected in [("pneumonia", {"NORMAL": 1341, "PNEUMONIA": 3875}),
-                           ("pneumonia3", {"NORMAL": 1341, "BACTERIA": 2530, "VIRUS": 1345})]:
+    for name, expected in [
+        ("pneumonia", {"NORMAL": 1341, "PNEUMONIA": 3875}),
+        ("pneumonia3", {"NORMAL": 1341, "BACTERIA": 2530, "VIRUS": 1345}),
+    ]:
         records = scan_images(get_dataset(name), settings.source)
         train = [r.label for r in records if r.official_split == "train"]
         assert {label: train.count(label) for label in expected} == expected

@@ -29,11 +29,17 @@ from utils.manifest import build_manifest
 def manifest(tmp_path):
     for p in range(10):
         write_image(tmp_path / f"src/train/NORMAL/IM-{p:04d}-0001.png", size=(60, 40), seed=p)
-        write_image(tmp_path / f"src/train/PNEUMONIA/person{p}_virus_1.jpeg", size=(30, 30), mode="RGB", seed=50 + p)
-        write_image(tmp_path / f"src/train/PNEUMONIA/person{p}_virus_2.jpeg", size=(30, 30), mode="RGB", seed=90 + p)
+        write_image(
+            tmp_path / f"src/train/PNEUMONIA/person{p}_virus_1.jpeg", size=(30, 30), mode="RGB", seed=50 + p
+        )
+        write_image(
+            tmp_path / f"src/train/PNEUMONIA/person{p}_virus_2.jpeg", size=(30, 30), mode="RGB", seed=90 + p
+        )
     for p in range(3):
         write_image(tmp_path / f"src/test/NORMAL/IM-{p:04d}-0001.png", size=(60, 40), seed=200 + p)
-        write_image(tmp_path / f"src/test/PNEUMONIA/person{p}_virus_1.jpeg", size=(30, 30), mode="RGB", seed=300 + p)
+        write_image(
+            tmp_path / f"src/test/PNEUMONIA/person{p}_virus_1.jpeg", size=(30, 30), mode="RGB", seed=300 + p
+        )
     return build_manifest(get_dataset("pneumonia"), tmp_path / "src", tmp_path / "out", seed=0).manifest
 
 

@@ -74,7 +74,7 @@ def test_split_is_deterministic_and_seeded(archive, tmp_path):
 def test_duplicate_files_stay_together_and_are_reported(archive, tmp_path):
     src = archive / "chest_xray/train/NORMAL/IM-0001-0.jpeg"
     shutil.copy(src, archive / "chest_xray/train/NORMAL/IM-0500-0001.jpeg")  # same bytes, other "patient"
-    shutil.copy(src, archive / "chest_xray/test/NORMAL/IM-0600-0001.jpeg")   # and one in the test split
+    shutil.copy(src, archive / "chest_xray/test/NORMAL/IM-0600-0001.jpeg")  # and one in the test split
     result = build_manifest(get_dataset("pneumonia"), archive, tmp_path / "out", seed=5)
     manifest = result.manifest.set_index(result.manifest["path"].str.rsplit("/", n=1).str[-1])
     assert manifest.loc["IM-0001-0.jpeg", "split"] == manifest.loc["IM-0500-0001.jpeg", "split"]

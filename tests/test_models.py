@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import SHARED
 from utils import models
-from utils.models import MODEL_REGISTRY, WeightsError, WeightsUnavailableError, build_model
+from utils.models import MODEL_REGISTRY, WeightsError, WeightsUnavailableError, build_model, count_macs
 
 MOBILENET_025_FILE = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 RAW = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
@@ -225,3 +225,15 @@ def test_describe_and_count_params():
 def test_keras_cache_dir_follows_keras_home(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     assert models.keras_cache_dir() == tmp_path / "models"
+
+
+def test_count_macs_by_hand_and_for_vgg16():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 3*3*3*4 weights at 8*8 positions = 6912
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)  # 3*3*4 at 64 positions = 2304
+    x = keras.layers.SeparableConv2D(2, 3, strides=2, padding="same")(x)  # (36 + 8) at 16 positions = 704
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))  # 2*2 = 4
+    assert count_macs(keras.Model(inputs, outputs)) == 6912 + 2304 + 704 + 4
+    # VGG16's convolutions at 224 px: the well-known 15.3 G multiply-accumulates (30.7 GFLOPs)
+    vgg = build_model("vgg16", 2, 224, weights="none").model
+    assert 15.3e9 < count_macs(vgg) < 15.6e9

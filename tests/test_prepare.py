@@ -12,9 +12,11 @@ from utils.datasets import DatasetError
 from utils.manifest import ManifestError
 from utils.prepare import load_dataset, manifest_path, prepare_dataset, resolve_dataset
 
-FILES = {f"chest_xray/{split}/{cls}/{name}": n
-         for split, n in (("train", 12), ("test", 3))
-         for cls, name in (("NORMAL", "IM-{i:04d}-0001.jpeg"), ("PNEUMONIA", "person{i}_bacteria_1.jpeg"))}
+FILES = {
+    f"chest_xray/{split}/{cls}/{name}": n
+    for split, n in (("train", 12), ("test", 3))
+    for cls, name in (("NORMAL", "IM-{i:04d}-0001.jpeg"), ("PNEUMONIA", "person{i}_bacteria_1.jpeg"))
+}
 
 
 @pytest.fixture
@@ -35,7 +37,10 @@ def test_resolution_order(settings, monkeypatch, tmp_path):
     monkeypatch.delenv("CXR_SOURCE")
     monkeypatch.setenv("KAGGLE_USERNAME", "student")
     monkeypatch.setenv("KAGGLE_KEY", "secret")
-    assert resolve_dataset(get_settings("smoke")) == ("pneumonia", "Kaggle credentials found: it will be downloaded")
+    assert resolve_dataset(get_settings("smoke")) == (
+        "pneumonia",
+        "Kaggle credentials found: it will be downloaded",
+    )
     monkeypatch.setenv("CXR_DATASET", "pneumonia3")
     assert resolve_dataset(get_settings("smoke")) == ("pneumonia3", "set by CXR_DATASET")
     monkeypatch.setenv("CXR_DATASET", "nope")

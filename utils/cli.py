@@ -38,8 +38,10 @@ def cmd_download(args: argparse.Namespace) -> int:
     settings = _settings(args)
     spec = get_dataset(args.dataset)
     if spec.kaggle is None:
-        raise UsageError(f"{args.dataset} is not downloaded from Kaggle; use `python -m utils prepare "
-                         f"--dataset {args.dataset}` instead.")
+        raise UsageError(
+            f"{args.dataset} is not downloaded from Kaggle; use `python -m utils prepare "
+            f"--dataset {args.dataset}` instead."
+        )
     print(download_dataset(spec, settings.data_dir))
     return 0
 
@@ -52,8 +54,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     prepared = prepare_dataset(args.dataset, settings, source=args.source, force=args.force)
     print(split_table(prepared.manifest).to_string())
     if prepared.report.get("unreadable"):
-        print(f"left out {len(prepared.report['unreadable'])} unreadable image(s): see "
-              f"{prepared.manifest_path.parent / 'prepare_report.json'}")
+        print(
+            f"left out {len(prepared.report['unreadable'])} unreadable image(s): see "
+            f"{prepared.manifest_path.parent / 'prepare_report.json'}"
+        )
     print(prepared.manifest_path)
     return 0
 
@@ -87,13 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("prepare", help="build data/<dataset>/manifest.csv from a download, a folder or the generator")
+    p = sub.add_parser(
+        "prepare", help="build data/<dataset>/manifest.csv from a download, a folder or the generator"
+    )
     _add_common(p)
     p.add_argument("--source", type=Path, help="an already extracted archive to read instead of downloading")
     p.add_argument("--force", action="store_true", help="rebuild the manifest even if one exists")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("notebooks", help="execute the notebooks in order into outputs/executed/ (ipynb + html)")
+    p = sub.add_parser(
+        "notebooks", help="execute the notebooks in order into outputs/executed/ (ipynb + html)"
+    )
     _add_common(p, dataset=False)
     p.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 01 03")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
@@ -111,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 #: Later modules add subcommands (train, evaluate, predict) by appending a ``register(subparsers)`` function.
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UsageError, ConfigError, DatasetError, FileNotFoundError,
-                                                 NotADirectoryError, PermissionError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UsageError,
+    ConfigError,
+    DatasetError,
+    FileNotFoundError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -138,4 +152,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-

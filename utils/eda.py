@@ -17,8 +17,14 @@ def plot_split_counts(manifest: pd.DataFrame, class_names: list[str] | None = No
     """Bar chart of images per class in each split, with the class share written on each bar."""
     order = class_names or sorted(manifest["label"].unique())
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.countplot(data=manifest, x="split", hue="label", order=[s for s in SPLITS if s in set(manifest["split"])],
-                  hue_order=order, ax=ax)
+    sns.countplot(
+        data=manifest,
+        x="split",
+        hue="label",
+        order=[s for s in SPLITS if s in set(manifest["split"])],
+        hue_order=order,
+        ax=ax,
+    )
     for container in ax.containers:
         ax.bar_label(container, fontsize=8)
     ax.set(title="Images per class and split", xlabel="", ylabel="images")
@@ -44,7 +50,9 @@ def plot_sizes(manifest: pd.DataFrame) -> Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     sns.scatterplot(data=frame, x="width", y="height", hue="label", s=10, alpha=0.5, ax=left)
     left.set_title("Original size (px)")
-    sns.histplot(data=frame, x="aspect", hue="label", element="step", stat="density", common_norm=False, ax=right)
+    sns.histplot(
+        data=frame, x="aspect", hue="label", element="step", stat="density", common_norm=False, ax=right
+    )
     right.set_title("Aspect ratio (width / height)")
     fig.tight_layout()
     return fig
@@ -55,7 +63,9 @@ def channel_table(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(manifest["label"], manifest["channels"].rename("channels"))
 
 
-def sample_rows(manifest: pd.DataFrame, per_class: int, seed: int = 0, split: str | None = "train") -> pd.DataFrame:
+def sample_rows(
+    manifest: pd.DataFrame, per_class: int, seed: int = 0, split: str | None = "train"
+) -> pd.DataFrame:
     """Up to ``per_class`` random rows of each class (from ``split`` when given), in class order."""
     rows = manifest if split is None else manifest[manifest["split"] == split]
     shuffled = rows.sample(frac=1.0, random_state=seed)
@@ -77,7 +87,11 @@ def intensity_histograms(manifest: pd.DataFrame, per_class: int = 30, seed: int 
     for label, rows in sample_rows(manifest, per_class, seed).groupby("label"):
         pixels = np.concatenate([load_gray(p, 128).ravel() for p in rows["path"]])
         ax.hist(pixels, bins=64, range=(0, 255), density=True, histtype="step", linewidth=1.5, label=label)
-    ax.set(title=f"Pixel intensities ({per_class} training images per class)", xlabel="intensity", ylabel="density")
+    ax.set(
+        title=f"Pixel intensities ({per_class} training images per class)",
+        xlabel="intensity",
+        ylabel="density",
+    )
     ax.legend()
     fig.tight_layout()
     return fig
@@ -87,7 +101,9 @@ def plot_samples(manifest: pd.DataFrame, per_class: int = 4, seed: int = 0) -> F
     """A grid of random training images: one row per class, each titled with its patient id and size."""
     sample = sample_rows(manifest, per_class, seed)
     labels = list(dict.fromkeys(sample["label"]))
-    fig, axes = plt.subplots(len(labels), per_class, figsize=(2.2 * per_class, 2.4 * len(labels)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(labels), per_class, figsize=(2.2 * per_class, 2.4 * len(labels)), squeeze=False
+    )
     for r, label in enumerate(labels):
         rows = sample[sample["label"] == label]
         for c, ax in enumerate(axes[r]):
@@ -103,7 +119,10 @@ def plot_samples(manifest: pd.DataFrame, per_class: int = 4, seed: int = 0) -> F
 def leakage_table(manifest: pd.DataFrame) -> pd.DataFrame:
     """Patients per split and how many patients two splits share (must be 0 for an honest evaluation)."""
     overlap = patient_overlap(manifest)
-    rows = [{"splits": pair, "shared patients": len(ids), "examples": ", ".join(ids[:3])} for pair, ids in overlap.items()]
+    rows = [
+        {"splits": pair, "shared patients": len(ids), "examples": ", ".join(ids[:3])}
+        for pair, ids in overlap.items()
+    ]
     return pd.DataFrame(rows).set_index("splits")
 
 

@@ -115,8 +115,9 @@ def _grouped_holdout(labels: pd.Series, groups: pd.Series, fraction: float, seed
     return mask
 
 
-def assign_splits(frame: pd.DataFrame, seed: int, val_fraction: float = 0.15,
-                  test_fraction: float = 0.15) -> pd.Series:
+def assign_splits(
+    frame: pd.DataFrame, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> pd.Series:
     """The ``split`` column: official test kept, train+val re-split by patient (needs ``official_split``,
     ``label``, ``patient_id`` and ``sha1`` columns)."""
     groups = _duplicate_groups(frame["patient_id"], frame["sha1"])
@@ -141,25 +142,34 @@ def _relative(path: Path, base: Path) -> str:
 def patient_overlap(manifest: pd.DataFrame) -> dict[str, list[str]]:
     """Patient ids found in more than one split, per pair of splits (empty lists mean no leakage)."""
     sets = {s: set(manifest.loc[manifest["split"] == s, "patient_id"]) for s in SPLITS}
-    return {f"{a}/{b}": sorted(sets[a] & sets[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
+    return {f"{a}/{b}": sorted(sets[a] & sets[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1 :]}
 
 
-def build_manifest(spec: DatasetSpec, source: Path, out_dir: Path, *, seed: int = 42,
-                   val_fraction: float = 0.15, test_fraction: float = 0.15) -> ManifestResult:
+def build_manifest(
+    spec: DatasetSpec,
+    source: Path,
+    out_dir: Path,
+    *,
+    seed: int = 42,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> ManifestResult:
     """Scan ``source`` as ``spec``, check every image, split by patient and write the manifest and report."""
     records: list[ImageRecord] = scan_images(spec, Path(source))
     checks = check_images([r.path for r in records])
-    frame = pd.DataFrame({
-        "path": [r.path for r in records],
-        "label": [r.label for r in records],
-        "official_split": [r.official_split for r in records],
-        "patient_id": [r.patient_id for r in records],
-        "width": [c.width for c in checks],
-        "height": [c.height for c in checks],
-        "channels": [c.channels for c in checks],
-        "sha1": [c.sha1 for c in checks],
-        "error": [c.error for c in checks],
-    })
+    frame = pd.DataFrame(
+        {
+            "path": [r.path for r in records],
+            "label": [r.label for r in records],
+            "official_split": [r.official_split for r in records],
+            "patient_id": [r.patient_id for r in records],
+            "width": [c.width for c in checks],
+            "height": [c.height for c in checks],
+            "channels": [c.channels for c in checks],
+            "sha1": [c.sha1 for c in checks],
+            "error": [c.error for c in checks],
+        }
+    )
     unreadable = frame[frame["error"].notna()]
     frame = frame[frame["error"].isna()].reset_index(drop=True)
     frame["split"] = assign_splits(frame, seed, val_fraction, test_fraction)
@@ -171,18 +181,23 @@ def build_manifest(spec: DatasetSpec, source: Path, out_dir: Path, *, seed: int 
     manifest.to_csv(manifest_path, index=False)
 
     duplicates = frame[frame.duplicated("sha1", keep=False)].groupby("sha1")
-    across = [sorted(_relative(p, out_dir) for p in g["path"]) for _, g in duplicates if g["split"].nunique() > 1]
+    across = [
+        sorted(_relative(p, out_dir) for p in g["path"]) for _, g in duplicates if g["split"].nunique() > 1
+    ]
     report = {
         "dataset": spec.name,
         "source": str(Path(source).resolve()),
         "seed": seed,
         "class_names": class_names(spec, records),
         "images": int(len(manifest)),
-        "counts": {s: manifest[manifest["split"] == s]["label"].value_counts().sort_index().to_dict()
-                   for s in SPLITS},
+        "counts": {
+            s: manifest[manifest["split"] == s]["label"].value_counts().sort_index().to_dict() for s in SPLITS
+        },
         "patients": {s: int(manifest.loc[manifest["split"] == s, "patient_id"].nunique()) for s in SPLITS},
         "patient_overlap": patient_overlap(manifest),
-        "unreadable": [{"path": str(p), "error": e} for p, e in zip(unreadable["path"], unreadable["error"], strict=True)],
+        "unreadable": [
+            {"path": str(p), "error": e} for p, e in zip(unreadable["path"], unreadable["error"], strict=True)
+        ],
         "duplicate_files_across_splits": across,
         "duplicate_files_total": int(frame.duplicated("sha1").sum()),
     }
@@ -202,8 +217,10 @@ def load_manifest(path: Path) -> pd.DataFrame:
     manifest = pd.read_csv(path, dtype={"patient_id": str, "label": str, "split": str})
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
-        raise ManifestError(f"{path} is not a course manifest (missing columns {missing}); rebuild it with "
-                            f"`python -m utils prepare --force`.")
+        raise ManifestError(
+            f"{path} is not a course manifest (missing columns {missing}); rebuild it with "
+            f"`python -m utils prepare --force`."
+        )
     base = path.parent
     manifest["path"] = [str((base / p).resolve()) if not os.path.isabs(p) else p for p in manifest["path"]]
     return manifest

@@ -540,6 +540,23 @@ def count_params(model: keras.Model) -> dict[str, int]:
     return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
 
 
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulate operations of one forward pass of one image through the convolutions and dense
+    layers (the usual "FLOPs / 2" figure; BatchNorm, activations and pooling are left out as negligible)."""
+    total = 0
+    for layer in model.layers:
+        kernels = [getattr(layer, name, None) for name in ("kernel", "depthwise_kernel", "pointwise_kernel")]
+        kernels = [k for k in kernels if k is not None and len(k.shape) >= 2]
+        if not kernels:
+            continue
+        try:
+            positions = int(np.prod(layer.output.shape[1:-1]))  # output pixels (1 for a Dense on vectors)
+        except (AttributeError, ValueError):
+            continue  # a layer that was never called in this graph
+        total += positions * sum(int(np.prod(k.shape)) for k in kernels)
+    return total
+
+
 def describe_model(built: BuiltModel) -> dict[str, Any]:
     """A short summary for notebooks: parameters, layers, input size and the weights really used."""
     params = count_params(built.model)
@@ -548,6 +565,7 @@ def describe_model(built: BuiltModel) -> dict[str, Any]:
         "description": built.description,
         "params_total": params["total"],
         "params_trainable": params["trainable"],
+        "gmacs_per_image": round(count_macs(built.model) / 1e9, 3),
         "layers": len(built.model.layers),
         "backbone_layers": len(built.backbone_layer_names),
         "input_size": built.image_size,

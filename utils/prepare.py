@@ -64,7 +64,9 @@ def fetch_dataset(spec: DatasetSpec, settings: Settings, source: Path | None = N
     if source is not None:
         source = Path(source).expanduser()
         if not source.is_dir():
-            raise DatasetError(f"Source folder {source} does not exist: give the folder of the extracted archive.")
+            raise DatasetError(
+                f"Source folder {source} does not exist: give the folder of the extracted archive."
+            )
         return source
     if spec.local_path is not None:
         return spec.local_path
@@ -77,8 +79,9 @@ def fetch_dataset(spec: DatasetSpec, settings: Settings, source: Path | None = N
     return download_dataset(spec, settings.data_dir)
 
 
-def prepare_dataset(dataset: str, settings: Settings, *, source: Path | None = None,
-                    force: bool = False) -> PreparedDataset:
+def prepare_dataset(
+    dataset: str, settings: Settings, *, source: Path | None = None, force: bool = False
+) -> PreparedDataset:
     """Get ``dataset`` and build its manifest, or reuse the manifest built earlier with the same seed and source.
 
     ``source`` (or CXR_SOURCE) is an already extracted archive to read instead of downloading.
@@ -87,16 +90,21 @@ def prepare_dataset(dataset: str, settings: Settings, *, source: Path | None = N
     source = source or settings.source
     path = manifest_path(settings, dataset)
     report = load_report(path)
-    reusable = (path.exists() and not force and report.get("seed") == settings.seed
-                and (source is None or report.get("source") == str(Path(source).resolve())))
+    reusable = (
+        path.exists()
+        and not force
+        and report.get("seed") == settings.seed
+        and (source is None or report.get("source") == str(Path(source).resolve()))
+    )
     if reusable:
         manifest = load_manifest(path)
     else:
         folder = fetch_dataset(spec, settings, source)
         result = build_manifest(spec, folder, path.parent, seed=settings.seed)
         manifest, report = result.manifest, result.report
-    return PreparedDataset(spec, manifest, path, report.get("class_names") or sorted(manifest["label"].unique()),
-                           report)
+    return PreparedDataset(
+        spec, manifest, path, report.get("class_names") or sorted(manifest["label"].unique()), report
+    )
 
 
 def load_dataset(dataset: str, settings: Settings, *, limit: bool = True) -> PreparedDataset:

@@ -27,8 +27,9 @@ def execute_notebook(path: Path, out_dir: Path, timeout: int = 3600) -> Path:
     from nbconvert import HTMLExporter
 
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     try:
         client.execute()
     finally:

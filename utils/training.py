@@ -18,8 +18,8 @@ phases and writes a run folder (see :mod:`utils.runs`):
   (validation accuracy 0.5), and no longer does with the re-estimation.
 
 Each phase: Adam, categorical cross-entropy (optional label smoothing), metrics accuracy and ``auc``;
-callbacks ModelCheckpoint (``model.keras`` at the best ``val_auc`` over both phases), EarlyStopping (restores
-the phase's best weights), ReduceLROnPlateau, CSVLogger, BackupAndRestore (an interrupted run resumes with
+callbacks ModelCheckpoint (weights of the best ``val_auc`` over both phases; ``model.keras`` is saved from them
+when the run ends), EarlyStopping (restores the phase's best weights), ReduceLROnPlateau, CSVLogger, BackupAndRestore (an interrupted run resumes with
 ``resume=True``) and optionally TensorBoard. After training, the model holds the best checkpoint's weights.
 """
 
@@ -52,6 +52,7 @@ DEFAULT_LEARNING_RATE = 1e-3
 FINETUNE_LR_FACTOR = 0.1
 DEFAULT_UNFREEZE = 0.3  # top 30 % of the backbone layers in phase 2
 MONITOR = "val_auc"
+BEST_WEIGHTS = "backup/best.weights.h5"  # the checkpoint; model.keras is written from it when the run ends
 PHASE_NAMES = {True: ("head", "finetune"), False: ("all_layers", "all_layers_low_lr")}
 
 
@@ -284,10 +285,11 @@ def make_callbacks(
         ),
         keras.callbacks.CSVLogger(str(logs / f"history_phase{phase}.csv"), append=True),
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / "model.keras"),
+            str(run_dir / BEST_WEIGHTS),
             monitor=MONITOR,
             mode="max",
             save_best_only=True,
+            save_weights_only=True,  # a weights file saves and loads several times faster than a .keras archive
             initial_value_threshold=best_so_far,
             verbose=min(verbose, 1),
         ),
@@ -619,8 +621,8 @@ def train_run(
 
     history = read_history(run_dir, [plan.name for plan in plans])
     history.to_csv(run_dir / "history.csv", index=False)
-    if (run_dir / "model.keras").is_file():
-        built.model.load_weights(str(run_dir / "model.keras"))  # the best epoch over both phases
+    if (run_dir / BEST_WEIGHTS).is_file():
+        built.model.load_weights(str(run_dir / BEST_WEIGHTS))  # the best epoch over both phases
     save_inference_model(built.model, run_dir / "model.keras")
     train_images = _count_train_images(train_ds, manifest)
     config |= {
