@@ -1,5 +1,8 @@
 """The course's command line, ``python -m utils SUBCOMMAND``: a thin front end over the notebooks' functions.
 
+Subcommands: ``download``, ``prepare``, ``notebooks``, ``links`` (here) and ``train``, ``evaluate``, ``predict``,
+``results`` (:mod:`utils.cli_models`). ``python -m utils SUBCOMMAND --help`` lists each one's options.
+
 Every failure the user can fix (bad argument, missing folder, missing credentials, missing run, unreadable image)
 ends with a one-line ``error: ...`` on stderr and exit status 2, never a traceback.
 """
@@ -116,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Later modules add subcommands (train, evaluate, predict) by appending a ``register(subparsers)`` function.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _register_model_commands(sub: argparse._SubParsersAction) -> None:
+    from .cli_models import register
+
+    register(sub)
+
+
+#: Subcommands added by other modules: ``register(subparsers)`` functions (train, evaluate, predict, results).
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_model_commands]
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     UsageError,
@@ -130,7 +139,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors = list(USER_ERRORS)
+    from .cli_models import CommandError
+
+    errors = [*USER_ERRORS, CommandError]
+    models = sys.modules.get(f"{__package__}.models")  # imported only if a command built a model
+    if models is not None:
+        errors.append(models.WeightsError)
     try:
         from .download import DownloadError
 
