@@ -12,6 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from utils import evaluation as ev
+from utils.runs import list_latest_runs
 
 NAMES = ["NORMAL", "PNEUMONIA"]
 
@@ -342,7 +343,7 @@ def test_leaderboard_on_two_fake_runs(tmp_path):
 
     via_latest = ev.leaderboard([run_good.parent], n_boot=50)  # a model folder resolves through LATEST
     assert via_latest.loc[0, "run"] == "20250101-120000"
-    assert sorted(p.name for p in ev.latest_runs(tmp_path / "runs" / "pneumonia")) == [
+    assert sorted(p.name for p in list_latest_runs(tmp_path, "pneumonia")) == [
         run_good.name,
         run_weak.name,
     ]

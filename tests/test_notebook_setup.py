@@ -287,3 +287,11 @@ def test_setup_with_the_real_dataset_resolver(env, monkeypatch):
     assert ctx.dataset == "synthetic"
     assert "NOT real chest X-rays" in ctx.banner
     assert Path(ctx.settings.data_dir) == env / "data"
+
+
+def test_cancelled_upload_goes_on_without_credentials(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
+    files = types.SimpleNamespace(upload=lambda: {})
+    assert upload_kaggle_json(files) is None
+    assert "synthetic dataset" in capsys.readouterr().out
+    assert not (tmp_path / "kaggle" / "kaggle.json").exists()

@@ -567,8 +567,3 @@ def leaderboard(
         raise ValueError("No run folders given: train a model first (outputs/runs/<dataset>/<model>/<run>/).")
     table = pd.DataFrame(rows)
     return table.sort_values("auc", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-
-
-def latest_runs(runs_dir: str | Path) -> list[Path]:
-    """The latest run folder of every model under ``outputs/runs/<dataset>/`` (via each ``LATEST`` file)."""
-    return [_resolve_run(p.parent) for p in sorted(Path(runs_dir).glob("*/LATEST"))]

@@ -168,8 +168,10 @@ def kaggle_json_path() -> Path:
     return (Path(folder) if folder else Path.home() / ".kaggle") / "kaggle.json"
 
 
-def upload_kaggle_json(files: object | None = None) -> Path:
+def upload_kaggle_json(files: object | None = None) -> Path | None:
     """Ask for ``kaggle.json`` with Colab's upload button, save it with private permissions and export it.
+
+    Cancelling the upload returns None: the course then goes on with the synthetic dataset.
 
     Only notebook 01 calls this, and only when a download is needed. An existing ``kaggle.json`` is used as it
     is, never overwritten. Outside Colab, raises with instructions instead of waiting for input.
@@ -188,7 +190,8 @@ def upload_kaggle_json(files: object | None = None) -> Path:
     print("Choose your kaggle.json (Kaggle > Settings > API > Create New Token).", flush=True)
     uploaded = files.upload()
     if not uploaded:
-        raise NotebookSetupError("No file was uploaded: run this cell again and choose kaggle.json.")
+        print("No file uploaded: the course goes on with the synthetic dataset (run this cell again to upload).")
+        return None
     name, content = next(iter(uploaded.items()))
     try:
         token = json.loads(content)

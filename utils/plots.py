@@ -145,8 +145,13 @@ def plot_confusion_matrices(
 
 
 def plot_per_class_bars(data: pd.DataFrame | Mapping[str, Mapping[str, float]], metric: str = "F1") -> Figure:
-    """Grouped bars of a per-class score: a leaderboard (``model`` + ``f1_<CLASS>`` columns) or
-    ``{model: {class: value}}``. One bar group (container) per model."""
+    """Grouped bars of a per-class score: a leaderboard (``model`` + ``f1_<CLASS>`` columns), a models x classes
+    table (index = model, one column per class, e.g. ``Comparison.per_class()``) or ``{model: {class: value}}``.
+    One bar group (container) per model."""
+    if isinstance(data, pd.DataFrame) and "model" not in data.columns:
+        prefixed = [c for c in data.columns if str(c).lower().startswith(f"{metric.lower()}_")]
+        if not prefixed:  # models x classes
+            data = {str(model): row.to_dict() for model, row in data.iterrows()}
     if isinstance(data, pd.DataFrame):
         prefix = f"{metric.lower()}_"
         columns = [c for c in data.columns if c.startswith(prefix)]
