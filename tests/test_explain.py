@@ -34,6 +34,7 @@ from utils.synthetic import generate_synthetic, load_mask
 CLASSES = ["NORMAL", "BACTERIA", "VIRUS"]
 SIZE = 64  # the smoke profile's
 SMALL = 48  # the second run's
+pytestmark = pytest.mark.slow  # trains a tiny model once (module fixture)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,10 @@ def test_pick_examples_splits_correct_and_wrong_by_argmax(runs):
     predicted = np.asarray(CLASSES)[test[[f"p_{c}" for c in CLASSES]].to_numpy().argmax(axis=1)]
     groups = set(zip(test["label"], test["label"] == predicted, strict=True))
     assert set(zip(picked["label"], picked["correct"], strict=True)) == groups
-    order = [(CLASSES.index(label), not correct) for label, correct in zip(picked["label"], picked["correct"])]
+    order = [
+        (CLASSES.index(label), not correct)
+        for label, correct in zip(picked["label"], picked["correct"], strict=True)
+    ]
     assert order == sorted(order)
     pd.testing.assert_frame_equal(picked, pick_examples(predictions, CLASSES, per_class=2))  # deterministic
     with pytest.raises(ValueError, match="No 'train' predictions"):
@@ -179,7 +183,9 @@ def test_no_runs_or_no_model_says_what_to_do(tmp_path):
         load_latest_models(tmp_path, "synthetic")
     run_dir = tmp_path / "runs" / "synthetic" / "cnn" / "20260101-000000"
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"model": "cnn", "class_names": CLASSES, "image_size": 8}))
+    (run_dir / "config.json").write_text(
+        json.dumps({"model": "cnn", "class_names": CLASSES, "image_size": 8})
+    )
     (run_dir / "predictions.csv").write_text("path,split,label,p_NORMAL,p_BACTERIA,p_VIRUS\n")
     (run_dir.parent / "LATEST").write_text(run_dir.name)
     with pytest.raises(FileNotFoundError, match="model.keras is missing"):

@@ -124,7 +124,9 @@ def test_mcnemar_between_the_top_two_and_none_with_one_model(two_runs, tmp_path_
     result = compare_runs(two_runs, "toy", n_boot=50).mcnemar_top_two()
     # at t=0.7, right/wrong per test image: good T T T T T F, worse F T T F T F
     assert result["models"] == ("good", "worse") and (result["b"], result["c"]) == (2, 0)
-    assert result["n"] == 6 and result["method"] == "exact binomial" and result["p_value"] == pytest.approx(0.5)
+    assert (
+        result["n"] == 6 and result["method"] == "exact binomial" and result["p_value"] == pytest.approx(0.5)
+    )
 
     single = tmp_path_factory.mktemp("single")
     write_run(single, "only", VAL, TEST)

@@ -186,18 +186,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- results
-def results_markdown(output_dir: Path, dataset: str, split: str = "test", n_boot: int = 1000) -> str:
-    """A Markdown table of the latest run of every model on ``dataset`` (labelled with profile and weights)."""
+def _weights_label(weights: object) -> str:
+    """``none``/``imagenet``/random notes as they are; a weights file by its name."""
+    text = str(weights)
+    return f"file {Path(text).name}" if text.endswith((".h5", ".keras")) else text[:60]
+
+
+def results_markdown(
+    output_dirs: Path | list[Path], dataset: str, split: str = "test", n_boot: int = 1000
+) -> str:
+    """A Markdown table of the latest run of every model on ``dataset`` under each output folder (one row per
+    run, labelled with dataset, profile and the weights actually used)."""
     from .report import compare_runs
     from .runs import load_json
 
-    comparison = compare_runs(output_dir, dataset, split=split, n_boot=n_boot)
+    output_dirs = [output_dirs] if isinstance(output_dirs, Path) else list(output_dirs)
+    boards = [compare_runs(d, dataset, split=split, n_boot=n_boot).board for d in output_dirs]
     lines = [
         "| model | dataset | profile | weights used | image size | train images | run time | accuracy | "
         "macro-F1 | AUC [95% CI] | sensitivity | specificity |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for _, row in comparison.board.iterrows():
+    for _, row in (row for board in boards for row in board.iterrows()):
         config = load_json(Path(row["run_dir"]) / "config.json")
 
         def fmt(key: str, row=row) -> str:
@@ -205,7 +215,7 @@ def results_markdown(output_dir: Path, dataset: str, split: str = "test", n_boot
             return "n/a" if value is None or value != value else f"{value:.3f}"
 
         lines.append(
-            f"| {row['model']} | {dataset} | {config.get('profile', '?')} | {str(row['weights_used'])[:60]} | "
+            f"| {row['model']} | {dataset} | {config.get('profile', '?')} | {_weights_label(row['weights_used'])} | "
             f"{row['image_size']} | {config.get('train_images', '?')} | {float(row['train_time_s']) / 60:.1f} min | "
             f"{fmt('accuracy')} | {fmt('macro_f1')} | {fmt('auc')} [{fmt('auc_low')}, {fmt('auc_high')}] | "
             f"{fmt('sensitivity')} | {fmt('specificity')} |"
@@ -229,7 +239,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     dataset = args.dataset or settings.dataset or "pneumonia"
-    table = results_markdown(settings.output_dir, dataset, split=args.split)
+    table = results_markdown(args.output_dir or [settings.output_dir], dataset, split=args.split)
     print(table)
     if args.readme is not None:
         if not args.readme.is_file():
@@ -273,6 +283,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["val", "test"])
     p.add_argument(
         "--readme", type=Path, help="file with <!-- results:start --> / <!-- results:end --> markers"
+    )
+    p.add_argument(
+        "--output-dir", type=Path, nargs="+", help="output folders holding runs/ (default: CXR_OUTPUT_DIR)"
     )
     p.add_argument("--profile", choices=list(PROFILES), help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_results)
