@@ -226,6 +226,7 @@ def test_plots_return_figures():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.close("all")
     x, _, masks = squares(2, seed=3)
     maps = np.random.default_rng(0).uniform(size=(2, SIZE, SIZE)).astype(np.float32)
     fig = gradcam.plot_gradcam_grid(x, maps, ["a", "b"], masks=masks)
@@ -236,7 +237,7 @@ def test_plots_return_figures():
     ]
     fig2 = gradcam.plot_sanity_check(results, images=x, n_images=2)
     assert len(fig2.axes) == 1 + 2 * 3
-    plt.close("all")
+    assert plt.get_fignums() == []  # both figures are closed in pyplot: a notebook shows each once
 
 
 # ----------------------------------------------------------------------------------------- sanity check

@@ -329,6 +329,8 @@ def test_latest_run_errors_and_listing(tmp_path):
     assert [p.parent.name for p in latest] == ["cnn", "vgg16"]
     assert runs.latest_run(tmp_path, "kermany", "vgg16") == latest[1]
     assert runs.list_latest_runs(tmp_path, "other") == []
+    assert runs.resolve_run_dir(latest[1].parent) == latest[1]  # a model folder gives its LATEST run
+    assert runs.resolve_run_dir(latest[1]) == latest[1]  # a run folder is itself
     (latest[0].parent / "LATEST").write_text("gone\n")
     with pytest.raises(runs.RunNotFoundError, match="missing folder 'gone'"):
         runs.latest_run(tmp_path, "kermany", "cnn")

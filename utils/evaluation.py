@@ -23,6 +23,8 @@ from scipy import stats
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
+from .runs import resolve_run_dir
+
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 FAST_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "sensitivity", "specificity")
 ALIASES = {
@@ -36,7 +38,7 @@ CONFIG_COLUMNS = {  # leaderboard column -> config.json key
     "params": "params",
     "weights_used": "weights_used",
     "image_size": "image_size",
-    "train_time_s": "wall_time_s",
+    "train_time_s": "train_time_s",
     "train_images_per_s": "train_images_per_s",
     "inference_images_per_s": "inference_images_per_s",
 }
@@ -513,14 +515,6 @@ def evaluate_predictions(
     return {"split": split, "threshold_source": source, **result}
 
 
-def _resolve_run(path: Path) -> Path:
-    """A run folder; a model folder resolves through its ``LATEST`` file."""
-    latest = path / "LATEST"
-    if not (path / "predictions.csv").exists() and latest.is_file():
-        return path / latest.read_text().strip()
-    return path
-
-
 def leaderboard(
     run_dirs: Iterable[str | Path],
     *,
@@ -538,7 +532,7 @@ def leaderboard(
     (holding ``LATEST``) are accepted for their latest run.
     """
     rows = []
-    for run_dir in (_resolve_run(Path(d)) for d in run_dirs):
+    for run_dir in map(resolve_run_dir, run_dirs):
         config_path = run_dir / "config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         df = read_predictions(run_dir)

@@ -190,7 +190,7 @@ def explain_rows(run: LoadedRun, rows: pd.DataFrame, method: str = "gradcam") ->
         f"true {t}, pred {names[p.argmax()]} ({p.max():.2f})"
         for t, p in zip(rows["label"], probs, strict=True)
     ]
-    return _closed(gradcam.plot_gradcam_grid(images, maps, titles))
+    return gradcam.plot_gradcam_grid(images, maps, titles)
 
 
 def compare_models_on(
@@ -231,7 +231,7 @@ def sanity_check(
     """Cascading randomisation of a copy of ``run``'s model (Adebayo et al. 2018): the per-step results of
     :func:`utils.gradcam.cascading_randomization` and their figure (rank correlation per step, then maps)."""
     results = gradcam.cascading_randomization(run.model, images, n_steps=n_steps, seed=seed)
-    return results, _closed(gradcam.plot_sanity_check(results, images))
+    return results, gradcam.plot_sanity_check(results, images)
 
 
 def synthetic_localisation(

@@ -439,6 +439,7 @@ def plot_sanity_check(results: list[dict[str, Any]], images: Any = None, n_image
             else:
                 cell.imshow(result["maps"][row], cmap="jet", vmin=0.0, vmax=1.0)
             cell.set_axis_off()
+    plt.close(fig)  # shown once, when a notebook cell returns it
     return fig
 
 
@@ -582,4 +583,5 @@ def plot_gradcam_grid(
         axes[i, 1].set_title("Grad-CAM overlay", fontsize=9)
         for ax in axes[i]:
             ax.set_axis_off()
+    plt.close(fig)  # shown once, when a notebook cell returns it
     return fig

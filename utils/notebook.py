@@ -190,7 +190,9 @@ def upload_kaggle_json(files: object | None = None) -> Path | None:
     print("Choose your kaggle.json (Kaggle > Settings > API > Create New Token).", flush=True)
     uploaded = files.upload()
     if not uploaded:
-        print("No file uploaded: the course goes on with the synthetic dataset (run this cell again to upload).")
+        print(
+            "No file uploaded: the course goes on with the synthetic dataset (run this cell again to upload)."
+        )
         return None
     name, content = next(iter(uploaded.items()))
     try:

@@ -199,11 +199,17 @@ class Run:
         return load_json(self._file("metrics.json"))
 
 
+def resolve_run_dir(path: str | Path) -> Path:
+    """``path`` itself when it is a run folder; a model folder (holding ``LATEST``) gives its latest run."""
+    path = Path(path)
+    if (path / LATEST_FILE).is_file() and not (path / "config.json").exists():
+        return path / (path / LATEST_FILE).read_text(encoding="utf-8").strip()
+    return path
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Read a run folder (a model folder resolves through its ``LATEST`` file)."""
-    path = Path(run_dir)
-    if (path / LATEST_FILE).is_file() and not (path / "config.json").exists():
-        path = path / (path / LATEST_FILE).read_text(encoding="utf-8").strip()
+    path = resolve_run_dir(run_dir)
     config_path = path / "config.json"
     if not config_path.is_file():
         raise RunNotFoundError(f"{path} is not a run folder (no config.json): train a model first.")
