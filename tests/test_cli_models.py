@@ -101,6 +101,8 @@ def test_results_table_replaces_only_the_marked_block(cli_env, capsys, tmp_path)
         "<!-- results:end -->\noutro\n"
     )
     assert "old table" not in text and "| cnn | synthetic | smoke | none | 64 |" in text
+    wall_time = load_run(cli_env["run_dir"]).config["wall_time_s"]
+    assert f"| {wall_time / 60:.1f} min |" in text  # run time: the whole run, not only the fit
     capsys.readouterr()
     readme.write_text("no markers\n")
     assert main(["results", "--dataset", "synthetic", "--readme", str(readme)]) == 2

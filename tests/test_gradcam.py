@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from utils import gradcam
+from utils.models import build_model
 
 SIZE, SQUARE = 40, 8
 
@@ -320,13 +321,6 @@ def test_random_baseline_matches_mask_area_and_scores_table():
 
 
 # ------------------------------------------------------------------------------- the course's own models
-def _build_model():
-    models = pytest.importorskip("utils.models")
-    if not hasattr(models, "build_model"):
-        pytest.skip("utils.models has no build_model yet")
-    return models.build_model
-
-
 @pytest.mark.slow
 def test_flat_keras_applications_backbone_reaches_its_last_conv():
     import keras
@@ -352,16 +346,9 @@ def test_flat_keras_applications_backbone_reaches_its_last_conv():
         )
 
 
-def _build_model():
-    models = pytest.importorskip("utils.models")
-    if not hasattr(models, "build_model"):
-        pytest.skip("utils.models has no build_model")
-    return models.build_model
-
-
 @pytest.mark.slow
 def test_course_custom_cnn_maps_and_randomisation():
-    built = _build_model()("cnn", num_classes=2, image_size=32, weights="none", seed=0, verbose=False)
+    built = build_model("cnn", num_classes=2, image_size=32, weights="none", seed=0, verbose=False)
     model = built.model
     target = gradcam.find_target_layer(model)
     assert target == built.backbone_layer_names[-1] == "cnn_block4_2_relu"
@@ -377,9 +364,7 @@ def test_course_custom_cnn_maps_and_randomisation():
 
 @pytest.mark.slow
 def test_course_mobilenet_reaches_the_backbone_last_conv_without_rebuilding():
-    built = _build_model()(
-        "mobilenet_025", num_classes=2, image_size=64, weights="none", seed=0, verbose=False
-    )
+    built = build_model("mobilenet_025", num_classes=2, image_size=64, weights="none", seed=0, verbose=False)
     model, n_layers = built.model, len(built.model.layers)
     target = gradcam.find_target_layer(model)
     assert target == built.backbone_layer_names[-1] == "conv_pw_13_relu"

@@ -281,8 +281,6 @@ def test_setup_sets_display_defaults(env, synthetic):
 
 def test_setup_with_the_real_dataset_resolver(env, monkeypatch):
     """No data, no source, no credentials: the course falls back to the synthetic set and says so loudly."""
-    pytest.importorskip("utils.prepare")
-    pytest.importorskip("utils.download")
     ctx = setup_notebook(colab=False, quiet=True)
     assert ctx.dataset == "synthetic"
     assert "NOT real chest X-rays" in ctx.banner

@@ -196,7 +196,8 @@ def results_markdown(
     output_dirs: Path | list[Path], dataset: str, split: str = "test", n_boot: int = 1000
 ) -> str:
     """A Markdown table of the latest run of every model on ``dataset`` under each output folder (one row per
-    run, labelled with dataset, profile and the weights actually used)."""
+    run, labelled with dataset, profile and the weights actually used; "run time" is the run's whole wall time:
+    training, evaluation and saving)."""
     from .report import compare_runs
     from .runs import load_json
 
@@ -216,7 +217,7 @@ def results_markdown(
 
         lines.append(
             f"| {row['model']} | {dataset} | {config.get('profile', '?')} | {_weights_label(row['weights_used'])} | "
-            f"{row['image_size']} | {config.get('train_images', '?')} | {float(row['train_time_s']) / 60:.1f} min | "
+            f"{row['image_size']} | {config.get('train_images', '?')} | {float(config.get('wall_time_s', 'nan')) / 60:.1f} min | "
             f"{fmt('accuracy')} | {fmt('macro_f1')} | {fmt('auc')} [{fmt('auc_low')}, {fmt('auc_high')}] | "
             f"{fmt('sensitivity')} | {fmt('specificity')} |"
         )
