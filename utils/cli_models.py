@@ -210,6 +210,7 @@ def results_markdown(
     ]
     for _, row in (row for board in boards for row in board.iterrows()):
         config = load_json(Path(row["run_dir"]) / "config.json")
+        run_minutes = float(config.get("wall_time_s", "nan")) / 60
 
         def fmt(key: str, row=row) -> str:
             value = row.get(key)
@@ -217,7 +218,7 @@ def results_markdown(
 
         lines.append(
             f"| {row['model']} | {dataset} | {config.get('profile', '?')} | {_weights_label(row['weights_used'])} | "
-            f"{row['image_size']} | {config.get('train_images', '?')} | {float(config.get('wall_time_s', 'nan')) / 60:.1f} min | "
+            f"{row['image_size']} | {config.get('train_images', '?')} | {run_minutes:.1f} min | "
             f"{fmt('accuracy')} | {fmt('macro_f1')} | {fmt('auc')} [{fmt('auc_low')}, {fmt('auc_high')}] | "
             f"{fmt('sensitivity')} | {fmt('specificity')} |"
         )

@@ -125,13 +125,18 @@ def _no_run_message(output_dir: str | Path, dataset: str, model: str, detail: st
     )
 
 
+def _latest_target(model_folder: Path) -> Path:
+    """The run folder that ``model_folder``'s ``LATEST`` file names (not checked to exist)."""
+    return model_folder / (model_folder / LATEST_FILE).read_text(encoding="utf-8").strip()
+
+
 def latest_run(output_dir: str | Path, dataset: str, model: str) -> Path:
     """The latest complete run folder of ``model`` on ``dataset``; a clear error when there is none."""
     folder = model_dir(output_dir, dataset, model)
     latest = folder / LATEST_FILE
     if not latest.is_file():
         raise RunNotFoundError(_no_run_message(output_dir, dataset, model, f"no {latest}"))
-    run_dir = folder / latest.read_text(encoding="utf-8").strip()
+    run_dir = _latest_target(folder)
     if not run_dir.is_dir() or run_dir == folder:
         raise RunNotFoundError(
             _no_run_message(output_dir, dataset, model, f"{latest} names a missing folder {run_dir.name!r}")
@@ -144,7 +149,7 @@ def list_latest_runs(output_dir: str | Path, dataset: str) -> list[Path]:
     root = Path(output_dir) / RUNS_SUBDIR / safe_name(dataset)
     runs = []
     for latest in sorted(root.glob(f"*/{LATEST_FILE}")):
-        run_dir = latest.parent / latest.read_text(encoding="utf-8").strip()
+        run_dir = _latest_target(latest.parent)
         if run_dir.is_dir() and run_dir != latest.parent:
             runs.append(run_dir)
     return runs
@@ -203,7 +208,7 @@ def resolve_run_dir(path: str | Path) -> Path:
     """``path`` itself when it is a run folder; a model folder (holding ``LATEST``) gives its latest run."""
     path = Path(path)
     if (path / LATEST_FILE).is_file() and not (path / "config.json").exists():
-        return path / (path / LATEST_FILE).read_text(encoding="utf-8").strip()
+        return _latest_target(path)
     return path
 
 
