@@ -1,10 +1,10 @@
-"""``python -m utils``: the course's command line (see ``utils.cli``)."""
+"""``python -m utils``: the course's command line (see ``utils/course/cli.py``)."""
 
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-from .cli import main  # noqa: E402
+from .course.cli import main  # noqa: E402
 
 sys.exit(main())

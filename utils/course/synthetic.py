@@ -47,11 +47,13 @@ from scipy import ndimage
 
 from .datasets import DatasetError, kermany_three_class
 
-SYNTHETIC_VERSION = "1.0"
+SYNTHETIC_VERSION = "2.0"
 CLASSES = ("NORMAL", "BACTERIA", "VIRUS")
 COMPLETE_NAME = ".complete"
 MASK_FOLDER = "masks"
 IMAGES_PER_PATIENT = {1: 0.55, 2: 0.3, 3: 0.15}  # probabilities, the same for every class
+# Images per split and class: NORMAL is 27% of train and 37.5% of test, as in Kermany's official splits.
+COUNTS = {"train": {"NORMAL": 90, "BACTERIA": 125, "VIRUS": 115}, "test": {"NORMAL": 45, "BACTERIA": 38, "VIRUS": 37}}
 
 _TEXTURE_SCALE = (0.03, 0.08)  # patient units: the reticular pattern is noise band-passed between these
 _POLAR_SHAPE = (192, 24)  # angle cells x radius cells of the streak field
@@ -171,36 +173,14 @@ def _sample_patient(label: str, rng: np.random.Generator) -> _Patient:
     if label not in CLASSES:
         raise ValueError(f"Unknown synthetic class {label!r}: use one of {', '.join(CLASSES)}.")
     u = rng.uniform
-    a = dict(
-        neck_w=u(0.3, 0.42),
-        shoulder_y=u(-0.25, -0.05),
-        tissue=u(0.4, 0.5),
-        mid_x=u(-0.04, 0.04),
-        med_w=u(0.12, 0.17),
-        lung_lat=u(0.8, 0.9),
-        apex=u(0.0, 0.12),
-        lung_dark=u(0.24, 0.3),
-        dome_pos=u(0.35, 0.55),
-        hilum_t=u(0.38, 0.46),
-        dense=u(0.26, 0.34),
-        heart_rx=u(0.5, 0.6),
-        heart_ry=u(0.27, 0.33),
-        heart_angle=u(0.25, 0.5),
-        rib_gap=u(0.15, 0.19),
-        rib_curve=u(0.5, 1.0),
-        rib_peak=u(0.3, 0.45),
-        rib_width=u(0.3, 0.42),
-        rib_amp=u(0.06, 0.1),
-        rib_phase=u(0.0, 1.0),
-        rib_slope=u(-0.1, 0.2),
-        ant_amp=u(0.3, 0.6),
-        clav_y=u(0.0, 0.1),
-        clav_tilt=u(0.05, 0.25),
-        clav_amp=u(0.06, 0.1),
-        spine_amp=u(0.03, 0.06),
-        vessel_amp=u(0.02, 0.04),
-        vessel_reach=u(0.45, 0.7),
-    )
+    a = dict(neck_w=u(0.3, 0.42), shoulder_y=u(-0.25, -0.05), tissue=u(0.4, 0.5), mid_x=u(-0.04, 0.04),
+             med_w=u(0.12, 0.17), lung_lat=u(0.8, 0.9), apex=u(0.0, 0.12), lung_dark=u(0.24, 0.3),
+             dome_pos=u(0.35, 0.55), hilum_t=u(0.38, 0.46), dense=u(0.26, 0.34), heart_rx=u(0.5, 0.6),
+             heart_ry=u(0.27, 0.33), heart_angle=u(0.25, 0.5), rib_gap=u(0.15, 0.19), rib_curve=u(0.5, 1.0),
+             rib_peak=u(0.3, 0.45), rib_width=u(0.3, 0.42), rib_amp=u(0.06, 0.1), rib_phase=u(0.0, 1.0),
+             rib_slope=u(-0.1, 0.2), ant_amp=u(0.3, 0.6), clav_y=u(0.0, 0.1), clav_tilt=u(0.05, 0.25),
+             clav_amp=u(0.06, 0.1), spine_amp=u(0.03, 0.06), vessel_amp=u(0.02, 0.04),
+             vessel_reach=u(0.45, 0.7))
     a["base"] = a["apex"] + u(1.35, 1.6)
     a["dome_l"] = u(0.16, 0.28)
     a["dome_r"] = a["dome_l"] - u(0.03, 0.08)
@@ -212,27 +192,14 @@ def _sample_patient(label: str, rng: np.random.Generator) -> _Patient:
     lesion: dict[str, float] = {}
     if label == "BACTERIA":
         cx, cy = _consolidation_centre(a, rng)
-        lesion = dict(
-            cx=cx,
-            cy=cy,
-            radius=u(0.18, 0.42),
-            aspect=u(0.7, 1.4),
-            angle=u(0, np.pi),
-            density=float(np.exp(u(np.log(0.1), np.log(0.4)))),
-            edge=u(0.03, 0.1),
-        )
+        lesion = dict(cx=cx, cy=cy, radius=u(0.18, 0.42), aspect=u(0.7, 1.4), angle=u(0, np.pi),
+                      density=float(np.exp(u(np.log(0.1), np.log(0.4)))), edge=u(0.03, 0.1))
         for k in range(2, 6):
             lesion[f"h{k}"] = u(0.0, 0.22 / (k - 1) ** 0.5)
             lesion[f"p{k}"] = u(0, 2 * np.pi)
     elif label == "VIRUS":
-        lesion = dict(
-            reach=u(0.45, 0.85),
-            strength=float(np.exp(u(np.log(0.08), np.log(0.25)))),
-            haze=u(0.4, 1.0),
-            streak=u(0.3, 1.0),
-            left=u(0.7, 1.0),
-            right=u(0.7, 1.0),
-        )
+        lesion = dict(reach=u(0.45, 0.85), strength=float(np.exp(u(np.log(0.08), np.log(0.25)))),
+                      haze=u(0.4, 1.0), streak=u(0.3, 1.0), left=u(0.7, 1.0), right=u(0.7, 1.0))
     return _Patient(label, a, lesion, streaks)
 
 
@@ -443,9 +410,8 @@ def load_mask(image_path: Path, size: int | None = None) -> np.ndarray:
 def _patient_counts(n_images: int, rng: np.random.Generator) -> list[int]:
     """Images per patient (1-3) adding up to ``n_images``."""
     counts: list[int] = []
-    choices, weights = list(IMAGES_PER_PATIENT), list(IMAGES_PER_PATIENT.values())
     while sum(counts) < n_images:
-        counts.append(int(rng.choice(choices, p=weights)))
+        counts.append(int(rng.choice(list(IMAGES_PER_PATIENT), p=list(IMAGES_PER_PATIENT.values()))))
     counts[-1] -= sum(counts) - n_images
     return counts
 
@@ -458,35 +424,25 @@ class _PlannedPatient:
     images: tuple[tuple[str, int], ...]  # (path relative to the dataset folder, image seed)
 
 
-def _plan(params: dict, seed: int) -> list[_PlannedPatient]:
+def _plan(counts: dict[str, dict[str, int]], seed: int) -> list[_PlannedPatient]:
     """Every patient to draw, with their images' file names and seeds."""
     rng = np.random.default_rng([seed, 0])
-    counts = {
-        (split, label): _patient_counts(params[f"n_{split}_per_class"], rng)
-        for split in ("train", "test")
-        for label in CLASSES
-    }
+    per_patient = {(s, c): _patient_counts(n, rng) for s, by_class in counts.items() for c, n in by_class.items()}
     # Patient numbers: NORMAL (IM-NNNN) and PNEUMONIA (personN) pools, shuffled, so train and test differ.
-    n_normal = sum(len(counts[(s, "NORMAL")]) for s in ("train", "test"))
-    n_sick = sum(len(counts[(s, c)]) for s in ("train", "test") for c in ("BACTERIA", "VIRUS"))
+    n_normal = sum(len(v) for (_, c), v in per_patient.items() if c == "NORMAL")
     normal_ids = iter(rng.permutation(np.arange(1, n_normal + 1)))
-    sick_ids = iter(rng.permutation(np.arange(1, n_sick + 1)))
-    plan = []
-    for split in ("train", "test"):
-        image_no = 0
-        for label in CLASSES:
-            for n in counts[(split, label)]:
-                patient = int(next(normal_ids) if label == "NORMAL" else next(sick_ids))
-                patient_seed = int(rng.integers(2**63))
-                images = []
-                for k in range(n):
-                    if label == "NORMAL":
-                        rel = f"{split}/NORMAL/IM-{patient:04d}-{k + 1:04d}.png"
-                    else:
-                        image_no += 1
-                        rel = f"{split}/PNEUMONIA/person{patient}_{label.lower()}_{image_no}.png"
-                    images.append((rel, int(rng.integers(2**63))))
-                plan.append(_PlannedPatient(split, label, patient_seed, tuple(images)))
+    sick_ids = iter(rng.permutation(np.arange(1, sum(map(len, per_patient.values())) - n_normal + 1)))
+    plan, image_no = [], 0
+    for (split, label), patients in per_patient.items():
+        for n in patients:
+            patient = int(next(normal_ids) if label == "NORMAL" else next(sick_ids))
+            patient_seed, images = int(rng.integers(2**63)), []
+            for k in range(n):
+                image_no += 1
+                rel = (f"{split}/NORMAL/IM-{patient:04d}-{k + 1:04d}.png" if label == "NORMAL"
+                       else f"{split}/PNEUMONIA/person{patient}_{label.lower()}_{image_no}.png")  # fmt: skip
+                images.append((rel, int(rng.integers(2**63))))
+            plan.append(_PlannedPatient(split, label, patient_seed, tuple(images)))
     return plan
 
 
@@ -513,56 +469,42 @@ def _check_existing(dest: Path, params: dict) -> bool:
         if old == params:
             return True
         raise DatasetError(
-            f"{dest} already holds a synthetic dataset made with {old}, not the requested {params}. Nothing was "
-            f"changed. Generate into another folder, or delete {dest} yourself to regenerate it."
+            f"{dest} holds a synthetic dataset made with {old}, not {params}. Nothing was changed: generate into "
+            f"another folder (CXR_DATA_DIR), or delete {dest} yourself to regenerate it."
         )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DatasetError(
-            f"{dest} exists and is not a complete synthetic dataset (no {COMPLETE_NAME} file). Nothing was "
-            "changed: generate into another (new or empty) folder, or move that one away first."
+            f"{dest} exists and is not a complete synthetic dataset (no {COMPLETE_NAME} file). Nothing was changed: "
+            "generate into another (new or empty) folder, or move that one away first."
         )
     return False
 
 
-def generate_synthetic(
-    dest: Path, *, n_train_per_class: int = 100, n_test_per_class: int = 30, seed: int = 0
-) -> Path:
+def generate_synthetic(dest: Path, counts: dict[str, dict[str, int]] = COUNTS, seed: int = 0) -> Path:
     """Write the synthetic dataset (Kermany layout, lesion masks) under ``dest`` and return ``dest``.
 
-    Writes into a temporary folder beside ``dest`` and renames it into place, with a ``.complete`` JSON file
-    holding the parameters. A complete folder with the same parameters is reused as is; one with other
-    parameters (or any other non-empty folder) raises :class:`~utils.datasets.DatasetError` and is left alone.
+    ``counts`` gives images per split and class (default :data:`COUNTS`: 27% NORMAL in train, as in Kermany).
+    Writes into a temporary folder beside ``dest``, then renames it into place with a ``.complete`` JSON file
+    holding the parameters. A complete folder with the same parameters is reused; any other non-empty folder
+    raises :class:`~utils.course.datasets.DatasetError` and is left alone.
     """
     dest = Path(dest).expanduser()
-    if min(n_train_per_class, n_test_per_class) < 1:
-        raise ValueError("n_train_per_class and n_test_per_class must be at least 1.")
-    params = {
-        "version": SYNTHETIC_VERSION,
-        "seed": int(seed),
-        "n_train_per_class": int(n_train_per_class),
-        "n_test_per_class": int(n_test_per_class),
-    }
+    if min(n for by_class in counts.values() for n in by_class.values()) < 1:
+        raise ValueError("Every split and class of the synthetic dataset needs at least one image.")
+    params = {"version": SYNTHETIC_VERSION, "seed": int(seed), "counts": counts}
     if _check_existing(dest, params):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
-        plan = _plan(params, int(seed))
-        for split in ("train", "test"):
-            for folder in ("NORMAL", "PNEUMONIA"):
-                (tmp / split / folder / MASK_FOLDER).mkdir(parents=True)
-        (tmp / "train" / "NORMAL" / MASK_FOLDER).rmdir()
-        (tmp / "test" / "NORMAL" / MASK_FOLDER).rmdir()
+        plan = _plan(counts, int(seed))
+        for split in counts:
+            (tmp / split / "NORMAL").mkdir(parents=True)
+            (tmp / split / "PNEUMONIA" / MASK_FOLDER).mkdir(parents=True)
         # Threads: NumPy, SciPy and the PNG encoder release the GIL for most of the work.
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             list(pool.map(lambda planned: _write_patient(tmp, planned), plan))
-        counts = {
-            f"{s}/{c}": sum(len(p.images) for p in plan if p.split == s and p.label == c)
-            for s in ("train", "test")
-            for c in CLASSES
-        }
-        info = {**params, "classes": list(CLASSES), "images": counts, "generator": "utils.synthetic"}
-        (tmp / COMPLETE_NAME).write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / COMPLETE_NAME).write_text(json.dumps({**params, "generator": "utils.course.synthetic"}, indent=1))
         if dest.is_dir():
             dest.rmdir()  # empty (checked above); a non-empty folder makes this fail and is kept
         os.rename(tmp, dest)

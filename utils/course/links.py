@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .config import PROJECT_ROOT, ConfigError
 
+LINKS_FILE = Path("utils") / "course" / "links.py"
+
 REPO = "cxr-course/cxr-course"
 BRANCH = "main"
 CLONE_DIR = "cxr-course"
@@ -30,9 +32,7 @@ def check_repo(repo: str) -> str:
     """``repo`` if it looks like ``OWNER/NAME``, else a :class:`ConfigError` saying what is expected."""
     repo = repo.strip().removeprefix("https://github.com/").removesuffix(".git").strip("/")
     if not _REPO_NAME.match(repo):
-        raise ConfigError(
-            f"{repo!r} is not a GitHub repository: give it as OWNER/NAME, e.g. my-org/cxr-course."
-        )
+        raise ConfigError(f"{repo!r} is not a GitHub repository: give it as OWNER/NAME, e.g. my-org/cxr-course.")
     return repo
 
 
@@ -41,16 +41,11 @@ def repo_url(repo: str | None = None) -> str:
     return f"https://github.com/{repo or REPO}"
 
 
-def _relative(notebook_path: str | Path) -> str:
-    path = Path(notebook_path)
-    if path.is_absolute():
-        path = path.resolve().relative_to(PROJECT_ROOT)
-    return path.as_posix()
-
-
 def colab_url(notebook_path: str | Path, repo: str | None = None) -> str:
     """The Colab address that opens ``notebook_path`` (relative to the repository root) from GitHub."""
-    return f"https://colab.research.google.com/github/{repo or REPO}/blob/{BRANCH}/{_relative(notebook_path)}"
+    path = Path(notebook_path)
+    path = path.resolve().relative_to(PROJECT_ROOT) if path.is_absolute() else path
+    return f"https://colab.research.google.com/github/{repo or REPO}/blob/{BRANCH}/{path.as_posix()}"
 
 
 def badge_markdown(notebook_path: str | Path, repo: str | None = None) -> str:
@@ -59,27 +54,20 @@ def badge_markdown(notebook_path: str | Path, repo: str | None = None) -> str:
 
 
 def setup_cell_source(repo: str | None = None) -> str:
-    """The standard first code cell of every notebook."""
-    return f"""import sys
-from pathlib import Path
-
-ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents, Path("{CLONE_DIR}").resolve()]
-             if (p / "utils" / "__init__.py").exists()), None)
-if ROOT is None:  # Colab, or a notebook opened outside the course: fetch the course next to it
-    import subprocess
+    """The first code cell of every notebook (the same 8 lines everywhere)."""
+    return f"""import os, subprocess, sys
+ROOT = next((p for p in (".", "..", "{CLONE_DIR}") if os.path.isfile(f"{{p}}/utils/__init__.py")), None)
+if ROOT is None:  # Colab, or a copy of this notebook outside the course: fetch the course beside it
     subprocess.run(["git", "clone", "-q", "--depth", "1", "{repo_url(repo)}", "{CLONE_DIR}"], check=True)
-    ROOT = Path("{CLONE_DIR}").resolve()
-sys.path.insert(0, str(ROOT))
-from utils.notebook import setup_notebook
-
+    ROOT = "{CLONE_DIR}"
+sys.path.insert(0, os.path.abspath(ROOT))
+from utils.course.notebook import setup_notebook
 ctx = setup_notebook()"""
 
 
 def _rewrite_clone_urls(text: str, repo: str) -> str:
     lines = text.split("\n")
-    return "\n".join(
-        _GITHUB_REPO_URL.sub(repo_url(repo), line) if "clone" in line else line for line in lines
-    )
+    return "\n".join(_GITHUB_REPO_URL.sub(repo_url(repo), line) if "clone" in line else line for line in lines)
 
 
 def rewrite_markdown(text: str, repo: str) -> str:
@@ -139,10 +127,10 @@ def rewrite_badges(root: Path = PROJECT_ROOT, repo: str | None = None) -> list[P
 
 
 def set_repo(repo: str, root: Path = PROJECT_ROOT) -> bool:
-    """Store ``repo`` as :data:`REPO` in ``root/utils/course_links.py``; returns whether the file changed."""
+    """Store ``repo`` as :data:`REPO` in ``root/utils/course/links.py``; returns whether the file changed."""
     global REPO
     repo = check_repo(repo)
-    source_file = Path(root) / "utils" / "course_links.py"
+    source_file = Path(root) / LINKS_FILE
     text = source_file.read_text(encoding="utf-8")
     if not _REPO_LINE.search(text):
         raise ConfigError(f'No line `REPO = "..."` in {source_file}: restore it, then run this again.')
@@ -162,7 +150,7 @@ def main_links(repo: str | None = None, root: Path = PROJECT_ROOT) -> int:
     if repo:
         repo = check_repo(repo)
         if set_repo(repo, root):
-            changed.append(root / "utils" / "course_links.py")
+            changed.append(root / LINKS_FILE)
     changed += rewrite_badges(root, repo or REPO)
     for path in changed:
         print(f"updated {path.relative_to(root) if path.is_relative_to(root) else path}")

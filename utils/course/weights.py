@@ -1,0 +1,109 @@
+"""Which starting weights a backbone gets: ImageNet when the file is here or can be downloaded, random otherwise,
+and always said loudly (``weights_used`` in the run, a banner on screen).
+
+Choices (``CXR_WEIGHTS`` / ``--weights``): ``imagenet`` (fail within seconds, saying what to do, when the file is
+neither on disk nor downloadable), ``auto`` (ImageNet, else random weights with a banner), ``cached`` (ImageNet
+only when the file is already on disk: never downloads), ``none`` (random) or a weights file. Files are looked
+for in Keras's cache (``$KERAS_HOME/models/``, default ``~/.keras/models/``) and in the course's ``weights/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from ..models import Backbone
+
+SHIPPED = PROJECT_ROOT / "weights"
+SHIPPED_SHA256 = {"mobilenet_2_5_224_tf_no_top.h5": "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"}
+WEIGHTS_HOST = ("storage.googleapis.com", 443)  # where keras.applications downloads from
+FILES = {"vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+         "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+         "densenet121": "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"}  # fmt: skip
+
+
+class WeightsError(ValueError):
+    """The requested weights cannot be used; the message says what to do."""
+
+
+def keras_cache() -> Path:
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser() / "models"
+
+
+def imagenet_file(backbone: Backbone, image_size: int) -> str:
+    """Keras's file name for ``backbone``'s ImageNet weights (MobileNet's depend on width and input size)."""
+    if backbone.application.__name__ != "MobileNet":
+        return FILES[backbone.name]
+    alpha = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[float(backbone.options.get("alpha", 1.0))]
+    return f"mobilenet_{alpha}_{image_size if image_size in (128, 160, 192, 224) else 224}_tf_no_top.h5"
+
+
+def _on_disk(name: str) -> Path | None:
+    """The file in Keras's cache or among the course's shipped weights (a :class:`WeightsError` when a shipped file
+    fails its hash check: never used, never silently replaced by random weights)."""
+    if (keras_cache() / name).is_file():
+        return keras_cache() / name
+    shipped = SHIPPED / name
+    if name not in SHIPPED_SHA256 or not shipped.is_file():
+        return None
+    found = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    if found != SHIPPED_SHA256[name]:  # damaged, truncated, or a Git LFS pointer instead of the file
+        raise WeightsError(f"{shipped} is damaged (SHA-256 {found[:12]}..., expected {SHIPPED_SHA256[name][:12]}...): "
+                           f"restore it (`git checkout -- weights/{name}`, or `git lfs pull`), delete it, or set "
+                           "CXR_WEIGHTS=none.")  # fmt: skip
+    return shipped
+
+
+def network_problem(timeout: float = 3.0) -> str | None:
+    """None when Keras's download host answers within ``timeout`` seconds, else why not."""
+    answer: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(WEIGHTS_HOST, timeout=timeout).close()
+            answer.append(None)
+        except OSError as err:
+            answer.append(f"{type(err).__name__}: {err}")
+
+    thread = threading.Thread(target=probe, daemon=True)  # bounds a slow name lookup too
+    thread.start()
+    thread.join(timeout + 0.5)
+    return answer[0] if answer else f"no answer from {WEIGHTS_HOST[0]} within {timeout:.0f} s"
+
+
+def random_banner(name: str, reason: str) -> str:
+    line = "!" * 100
+    return (f"{line}\n!! RANDOM WEIGHTS: {name} starts from random weights, not ImageNet: this is NOT transfer "
+            f"learning.\n!! Why: {reason}\n!! Fix: connect to the internet, put the file in {keras_cache()}/, or set "
+            f"CXR_WEIGHTS=/path/to/file.h5.\n{line}")  # fmt: skip
+
+
+def resolve_weights(backbone: Backbone | None, choice: str, image_size: int) -> tuple[str | None, str]:
+    """``(what keras.applications gets, what the run records)``: a file path, ``"imagenet"`` (Keras downloads it)
+    or None (random weights; printed loudly unless they were asked for)."""
+    if backbone is None:
+        return None, "none (trained from scratch)"
+    if choice == "none":
+        return None, "none (random weights, as asked)"
+    if choice not in ("imagenet", "auto", "cached"):
+        return choice, f"file {Path(choice).name}"
+    name = imagenet_file(backbone, image_size)
+    found = _on_disk(name) or (_on_disk(imagenet_file(backbone, 224)) if "mobilenet" in name else None)
+    if found is not None:
+        return str(found), "imagenet" + ("" if found.name == name else f" (the 224 px file, at {image_size} px)")
+    problem = "it is never downloaded with CXR_WEIGHTS=cached" if choice == "cached" else network_problem()
+    if problem is None:
+        return "imagenet", "imagenet"
+    reason = f"{name} is not in {keras_cache()}/ and {problem}"
+    if choice == "imagenet":
+        raise WeightsError(f"ImageNet weights for {backbone.name} are not available: {reason}. Connect to the internet, "
+                           f"copy the file there, or use CXR_WEIGHTS=auto (random weights, clearly marked).")  # fmt: skip
+    print(random_banner(backbone.name, reason))
+    return None, f"random (ImageNet weights unavailable: {name} not on disk, no download)"
