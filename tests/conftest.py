@@ -1,7 +1,9 @@
-"""Shared test helpers: tiny image trees written with Pillow, and the optional real data in ../shared."""
+"""Shared test helpers: tiny image trees written with Pillow, a small synthetic dataset made once per session, a
+hermetic environment (no ``CXR_*`` or Kaggle variables leak in) and the optional real data in ../shared."""
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -9,9 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.config import PROJECT_ROOT
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from utils.course.config import PROJECT_ROOT  # noqa: E402
 
 SHARED = PROJECT_ROOT.parent / "shared"
+CXR_VARIABLES = ("CXR_PROFILE", "CXR_DATASET", "CXR_DATA_DIR", "CXR_OUTPUT_DIR", "CXR_SEED", "CXR_SOURCE", "CXR_WEIGHTS")
+KAGGLE_VARIABLES = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR")
+# Small enough to generate in a few seconds, large enough that every split gets both classes.
+SMALL_COUNTS = {"train": {"NORMAL": 14, "BACTERIA": 10, "VIRUS": 10}, "test": {"NORMAL": 6, "BACTERIA": 3, "VIRUS": 3}}
 
 
 def write_image(path: Path, size: tuple[int, int] = (40, 32), mode: str = "L", seed: int = 0) -> Path:
@@ -33,9 +41,25 @@ def write_tree(root: Path, files: dict[str, int]) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def hermetic_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No course or Kaggle setting of the developer's shell reaches a test; Keras's cache is an empty folder."""
+    for name in (*CXR_VARIABLES, *KAGGLE_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.getbasetemp() / "keras-home"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset in the Kermany layout (with lesion masks), generated once per session."""
+    from utils.course.synthetic import generate_synthetic
+
+    return generate_synthetic(tmp_path_factory.mktemp("synthetic") / "synthetic", SMALL_COUNTS, seed=3)
+
+
 @pytest.fixture
 def shared_dir() -> Path:
-    """``../shared`` beside the project, or skip (a user's machine has none)."""
+    """``../shared`` beside the project, or skip (a user's machine and CI have none)."""
     if not SHARED.is_dir():
         pytest.skip("../shared is absent (it exists only on the course's build machines)")
     return SHARED

@@ -1,39 +1,123 @@
-"""The benchmark scripts skip cleanly without the shared images and parse their options."""
+"""The benchmarks' ``--quick`` paths on the synthetic set: real measurements, checked against what they claim."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from conftest import write_image
+from sklearn.metrics import roc_auc_score
 
-from utils.config import PROJECT_ROOT
+from utils.course.config import PROJECT_ROOT
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", PROJECT_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-@pytest.mark.parametrize("name", ["real_data", "pipeline"])
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the Markdown table(s) in ``text``, as lists of cells."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines() if line.startswith("|")]
+    return [r for r in rows if not set(r[0]) <= {"-"} and r[0] not in ("loader", "model")]
+
+
+@pytest.mark.parametrize("name", ["pipeline", "real_data"])
 def test_benchmark_skips_with_a_message_when_the_images_are_absent(name, tmp_path, capsys):
     assert load_script(name).main(["--source", str(tmp_path / "missing")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Skipped: ") and str(tmp_path / "missing") in out
 
 
-def test_real_data_options_and_layout_check(tmp_path):
+def test_real_data_needs_the_weights_file_for_mobilenet(tmp_path, capsys):
     real_data = load_script("real_data")
-    args = real_data.parse_args(["--models", "cnn", "--epochs", "2", "1", "--image-size", "96"])
-    assert args.models == ["cnn"] and args.epochs == [2, 1] and args.image_size == 96
-    assert args.profile == "laptop" and args.source == real_data.DEFAULT_SOURCE
-    for folder in ("train/NORMAL", "train/PNEUMONIA", "test/NORMAL"):
-        (tmp_path / folder).mkdir(parents=True)
-    assert "missing test/PNEUMONIA" in real_data.source_problem(tmp_path)
-    (tmp_path / "test/PNEUMONIA").mkdir()
-    assert real_data.source_problem(tmp_path) is None
-    assert real_data.weights_for("cnn", Path("x.h5")) == "none"
-    with pytest.raises(SystemExit, match="weights file"):
-        real_data.weights_for("mobilenet_025", tmp_path / "absent.h5")
+    args = ["--quick", "--output", str(tmp_path), "--weights", str(tmp_path / "absent.h5")]
+    assert real_data.main([*args, "--models", "mobilenet_025"]) == 2
+    assert "absent.h5 is missing" in capsys.readouterr().err
+
+
+def test_seeds_loader_yields_every_image_once_in_unit_range(tmp_path):
+    from benchmarks.seeds_loader import inverse_matrix, seeds_loader, timed_epoch
+
+    np.testing.assert_allclose(inverse_matrix(0.0, 1.0, 0.0, 0.0, size=10), np.eye(3), atol=1e-12)
+    centre = np.array([4.5, 4.5, 1.0])  # a rotation about the centre keeps the centre fixed
+    np.testing.assert_allclose(inverse_matrix(90.0, 1.0, 0.0, 0.0, size=10) @ centre, centre, atol=1e-12)
+    paths = [str(write_image(tmp_path / f"{i}.png", size=(16, 16), seed=i)) for i in range(5)]
+    for pil_affine in (False, True):
+        batches = [x for x, _ in seeds_loader(paths, 16, batch=2, pil_affine=pil_affine)]
+        assert [len(b) for b in batches] == [2, 2, 1]
+        images = np.concatenate(batches)
+        assert images.shape == (5, 16, 16, 3) and images.dtype == np.float32
+        assert images.min() >= 0 and images.max() <= 1
+    with pytest.raises(RuntimeError, match="gave 5 images, expected 6"):
+        timed_epoch(seeds_loader(paths, 16, batch=2), 6)
+
+
+def test_pipeline_quick_measures_every_loader_on_the_synthetic_set(capsys):
+    pipeline = load_script("pipeline")
+    assert pipeline.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("32 training images of the course's synthetic set, 224 px")
+    rows = {r[0]: [float(c) for c in r[1:]] for r in table_rows(out)}
+    assert list(rows) == list(pipeline.LOADERS.values())
+    for label, (best, median, cpu_ms) in rows.items():
+        assert math.isfinite(best) and best > 0 and best >= median > 0 and cpu_ms > 0, label
+    cpu = dict(zip(pipeline.LOADERS, (r[2] for r in rows.values()), strict=True))
+    assert cpu["first"] > cpu["cached"]  # the first epoch also decodes (and traces); the cache skips both
+    assert len({r[0] for r in rows.values()}) > 3  # different pipelines, different rates
+    assert out.count("speed-up") == 2
+
+
+@pytest.fixture(scope="module")
+def quick_real_data(tmp_path_factory):
+    """One ``real_data.py --quick`` run of both default models: its output folder and printed text."""
+    output = tmp_path_factory.mktemp("benchmarks")
+    capture = output / "stdout.txt"
+    with open(capture, "w") as handle, contextlib.redirect_stdout(handle):
+        status = load_script("real_data").main(["--quick", "--output", str(output)])
+    assert status == 0
+    return output, capture.read_text()
+
+
+def test_real_data_quick_trains_each_model_into_its_own_folders(quick_real_data):
+    output, out = quick_real_data
+    summary = json.loads((output / "real_data.json").read_text())
+    assert [row["model"] for row in summary] == ["cnn", "mobilenet_025"]
+    weights = {row["model"]: row["weights_used"] for row in summary}
+    assert weights == {"cnn": "none (trained from scratch)", "mobilenet_025": "file mobilenet_2_5_224_tf_no_top.h5"}
+    for row in summary:
+        assert Path(row["run_dir"]).parent.parent == output / "runs" / "synthetic"
+        assert row["profile"] == "smoke" and row["image_size"] == 64 and row["epochs_run"] == 2
+        assert 0 < row["train_minutes"] < 5 and 0 < row["threshold"] <= 1
+        assert json.loads((Path(row["run_dir"]) / "config.json").read_text())["threshold"] == row["threshold"]
+
+
+def test_real_data_scores_match_the_runs_saved_predictions(quick_real_data):
+    output, out = quick_real_data
+    printed = {(r[0], r[1]): r for r in table_rows(out)}
+    for row in json.loads((output / "real_data.json").read_text()):
+        predictions = pd.read_csv(Path(row["run_dir"]) / "predictions.csv")
+        for split in ("val", "test"):
+            rows = predictions[predictions["split"] == split]
+            y, p = (rows["label"] == "PNEUMONIA").to_numpy(int), rows["p_PNEUMONIA"].to_numpy()
+            pred = (p >= row["threshold"]).astype(int)
+            scores = row[split]
+            assert sum(row["images"][split].values()) == len(rows) > 0
+            for name, expected in [("AUC", roc_auc_score(y, p)), ("accuracy", (pred == y).mean()),
+                                   ("sensitivity", pred[y == 1].mean()), ("specificity", 1 - pred[y == 0].mean())]:  # fmt: skip
+                value, low, high = scores[name]
+                assert value == pytest.approx(expected, abs=1e-4), (row["model"], split, name)
+                assert 0 <= low <= value <= high <= 1, (row["model"], split, name)
+            cells = printed[(row["model"], split)]
+            auc = scores["AUC"]
+            assert cells[2] == str(len(rows)) and cells[3] == f"{scores['accuracy'][0]:.3f}"
+            assert cells[4] == f"{auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}]"
+            assert cells[7] == f"{row['threshold']:.3f}" and cells[10] == row["weights_used"]

@@ -1,63 +1,191 @@
-"""The command line: one-line errors with exit 2, and prepare sharing the notebooks' code."""
+"""The command line: every user mistake is one line ``error: ...`` with exit 2; one end-to-end pass on a small
+synthetic dataset (prepare -> train -> evaluate -> predict -> results); an interrupted run resumed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
-from conftest import write_tree
+from sklearn import metrics as skm
 
-from utils.cli import main
-from utils.config import PROJECT_ROOT
+from utils.course.cli import main
+from utils.course.config import PROJECT_ROOT
+
+TRAIN = ["--profile", "smoke", "--model", "cnn", "--epochs", "1", "--image-size", "64"]
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "utils", *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "says"),
     [
         (["prepare", "--dataset", "nope"], "Unknown dataset 'nope'"),
-        (["prepare"], "--dataset"),
-        (["frobnicate"], "invalid choice"),
-        (["prepare", "--dataset", "pneumonia", "--source", "/definitely/not/here"], "does not exist"),
+        (["prepare"], "no dataset"),
         (["prepare", "--dataset", "pneumonia", "--profile", "giant"], "invalid choice: 'giant'"),
+        (["prepare", "--dataset", "folder:/definitely/not/here"], "is not there"),
+        (["train", "--dataset", "synthetic"], "train needs --model"),
+        (["train", "--dataset", "synthetic", "--model", "cnn", "--epochs", "1", "2", "3"], "--epochs takes one number"),
+        (["train", "--dataset", "synthetic", "--model", "cnn", "--epochs", "x"], "invalid int value"),
+        (["train", "--dataset", "synthetic", "--model", "cnn", "--epochs", "0"], "leave at least one epoch"),
+        (["train", "--dataset", "synthetic", "--model", "cnn", "--image-size", "8"], "at least 32 px"),
+        (["train", "--dataset", "synthetic", "--model", "cnn", "--weights", "/no/file.h5"], "neither one of"),
+        (["evaluate", "/no/such/run"], "is not a run folder"),
+        (["predict", "/no/such/run", "x.png"], "is not a run folder"),
+        (["frobnicate"], "invalid choice"),
     ],
 )
-def test_bad_input_gives_one_line_error(args, message):
-    result = run_cli(*args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
-    assert "Traceback" not in result.stderr
-
-
-def test_prepare_prints_split_table_and_manifest_path(tmp_path, monkeypatch, capsys):
-    source = write_tree(
-        tmp_path / "archive",
-        {
-            "train/NORMAL/IM-{i:04d}-0001.png": 8,
-            "train/PNEUMONIA/person{i}_virus_1.png": 8,
-            "train/PNEUMONIA/person5{i}_bacteria_1.png": 8,
-            "test/PNEUMONIA/person8{i}_bacteria_1.png": 2,
-            "test/NORMAL/IM-9{i:03d}-0001.png": 2,
-            "test/PNEUMONIA/person9{i}_virus_1.png": 2,
-        },
-    )
+def test_user_errors_are_one_line_with_exit_2(args, says, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    assert main(["prepare", "--dataset", "pneumonia3", "--source", str(source), "--profile", "smoke"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1] == str(tmp_path / "data" / "pneumonia3" / "manifest.csv")
-    assert any(line.startswith("total") for line in out)
-    # the CLI refuses the classes pneumonia3 needs but the folder lacks
-    assert main(["prepare", "--dataset", "pneumonia3", "--source", str(source / "test" / "NORMAL")]) == 2
+    monkeypatch.setenv("CXR_OUTPUT_DIR", str(tmp_path / "out"))
+    assert main(args) == 2
+    assert says in one_line_error(capsys)
+
+
+def test_bad_profile_and_seed_from_the_environment(capsys, monkeypatch):
+    monkeypatch.setenv("CXR_PROFILE", "huge")
+    assert main(["prepare", "--dataset", "synthetic"]) == 2
+    assert "Unknown profile 'huge'" in one_line_error(capsys)
+    monkeypatch.setenv("CXR_PROFILE", "smoke")
+    monkeypatch.setenv("CXR_SEED", "seven")
+    assert main(["prepare", "--dataset", "synthetic"]) == 2
+    assert "CXR_SEED must be a whole number" in one_line_error(capsys)
+
+
+def test_a_real_process_prints_no_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXR_")} | {"CXR_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "utils", "prepare", "--dataset", "nope"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith("error: Unknown dataset")
+
+
+# --- End to end -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_source, tmp_path_factory):
+    """prepare + train (tiny CNN, 64 px, 1 epoch) once for the module, with every setting in a temporary folder."""
+    root = tmp_path_factory.mktemp("cli")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [k for k in os.environ if k.startswith("CXR_")]:
+            mp.delenv(name)
+        mp.setenv("CXR_DATA_DIR", str(root / "data"))
+        mp.setenv("CXR_OUTPUT_DIR", str(root / "out"))
+        mp.setenv("CXR_DATASET", "synthetic")
+        assert main(["prepare", "--profile", "smoke", "--source", str(synthetic_source)]) == 0
+        assert main(["train", *TRAIN]) == 0
+        yield root, Path(root / "out" / "runs" / "synthetic" / "cnn")
+
+
+@pytest.fixture
+def cli_env(trained, monkeypatch):
+    root, model_dir = trained
+    monkeypatch.setenv("CXR_DATA_DIR", str(root / "data"))
+    monkeypatch.setenv("CXR_OUTPUT_DIR", str(root / "out"))
+    monkeypatch.setenv("CXR_DATASET", "synthetic")
+    return model_dir
+
+
+def test_train_writes_a_complete_run(cli_env):
+    latest = (cli_env / "LATEST").read_text().strip()
+    run = cli_env / latest
+    config = json.loads((run / "config.json").read_text())
+    assert config["status"] == "complete" and config["model"] == "cnn" and config["image_size"] == 64
+    assert config["class_names"] == ["NORMAL", "PNEUMONIA"] and 0 <= config["threshold"] <= 1
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert set(predictions["split"]) == {"val", "test"}
+    np.testing.assert_allclose(predictions[["p_NORMAL", "p_PNEUMONIA"]].sum(axis=1), 1.0, atol=1e-5)
+    val = predictions[predictions["split"] == "val"]
+    assert config["val_auc"] == round(skm.roc_auc_score(val["label"] == "PNEUMONIA", val["p_PNEUMONIA"]), 4)
+    assert not (run / "backup").exists() and (run / "model.keras").is_file()
+    assert len(pd.read_csv(run / "history.csv")) == 1
+
+
+def test_evaluate_matches_sklearn_on_the_saved_predictions(cli_env, capsys):
+    assert main(["evaluate", str(cli_env)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    run = cli_env / (cli_env / "LATEST").read_text().strip()
+    test = pd.read_csv(run / "predictions.csv").query("split == 'test'")
+    y = (test["label"] == "PNEUMONIA").to_numpy().astype(int)
+    pred = (test["p_PNEUMONIA"] >= result["threshold"]).astype(int)
+    s = result["scores"]
+    assert result["images"] == len(test)
+    assert s["AUC"]["value"] == pytest.approx(skm.roc_auc_score(y, test["p_PNEUMONIA"]), abs=2e-4)
+    assert s["accuracy"]["value"] == pytest.approx(skm.accuracy_score(y, pred), abs=2e-4)
+    assert s["sensitivity"]["value"] == pytest.approx(skm.recall_score(y, pred), abs=2e-4)
+    assert s["specificity"]["value"] == pytest.approx(skm.recall_score(y, pred, pos_label=0), abs=2e-4)
+    assert s["macro-F1"]["value"] == pytest.approx(skm.f1_score(y, pred, average="macro"), abs=2e-4)
+    assert list((run / "evaluations").glob("*-test.json"))
+
+
+def test_predict_prints_probabilities_that_sum_to_one(cli_env, capsys, synthetic_source, tmp_path):
+    image = next((synthetic_source / "test" / "PNEUMONIA").glob("*.png"))
+    assert main(["predict", str(cli_env), str(image)]) == 0
+    path, cells, decision = capsys.readouterr().out.strip().split("\t")
+    values = dict(zip(cells.split()[::2], map(float, cells.split()[1::2]), strict=True))
+    assert path == str(image) and set(values) == {"NORMAL", "PNEUMONIA"}
+    assert sum(values.values()) == pytest.approx(1.0, abs=2e-3)
+    assert decision in ("-> NORMAL", "-> PNEUMONIA")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert main(["predict", str(cli_env), str(text)]) == 2
+    assert "not an image the course can read" in one_line_error(capsys)
+
+
+def test_results_table_lists_the_run(cli_env, capsys, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nOLD TABLE\n<!-- results:end -->\nend\n")
+    assert main(["results", "--readme", str(readme)]) == 0
+    out = capsys.readouterr().out
+    assert "| cnn | smoke | none | 64 |" in out
+    assert "OLD TABLE" not in readme.read_text() and "| cnn | smoke |" in readme.read_text()
+
+
+def test_training_on_a_dataset_that_cannot_be_had_is_one_line_error(cli_env, capsys):
+    assert main(["train", "--model", "cnn", "--dataset", "pneumonia"]) == 2
+    assert "No Kaggle credentials found" in one_line_error(capsys)
+
+
+def test_interrupted_run_resumes(trained, synthetic_source, monkeypatch, capsys):
+    """A run stopped after its first epoch (KeyboardInterrupt) is marked interrupted; `train --resume` continues it
+    in the same folder from epoch 2, not from the start."""
+    import keras
+
+    import utils.training as training
+
+    root, model_dir = trained
+    monkeypatch.setenv("CXR_DATA_DIR", str(root / "data"))
+    monkeypatch.setenv("CXR_OUTPUT_DIR", str(root / "resume"))
+    monkeypatch.setenv("CXR_DATASET", "synthetic")
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    real = training.make_callbacks
+    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: [*real(*a, **k), Stop()])
+    assert main(["train", "--profile", "smoke", "--model", "cnn", "--epochs", "2", "--image-size", "64"]) == 130
+    monkeypatch.setattr(training, "make_callbacks", real)
+    (run,) = (root / "resume" / "runs" / "synthetic" / "cnn").iterdir()
+    assert json.loads((run / "config.json").read_text())["status"] == "interrupted"
+    assert (run / "backup").is_dir()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["status"] == "complete"
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    assert [p.name for p in run.parent.iterdir() if p.is_dir()] == [run.name]
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "nothing to resume" in one_line_error(capsys)

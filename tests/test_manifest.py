@@ -1,4 +1,6 @@
-"""Manifest building: decode checks, patient-grouped splits, duplicates, round trip, profile caps."""
+"""The manifest (issue 11): unreadable files and files under two labels are left out and reported, duplicates
+share a group and a split, writes are atomic, a manifest from another seed is kept beside the new one, files
+gone since prepare fail in one line, folder: datasets get hashed folder names, unreadable formats are reported."""
 
 from __future__ import annotations
 
@@ -8,121 +10,114 @@ import pandas as pd
 import pytest
 from conftest import write_image, write_tree
 
-from utils.config import get_profile
-from utils.datasets import get_dataset
-from utils.manifest import (
-    MANIFEST_COLUMNS,
+from utils.course.cli import main
+from utils.course.config import get_settings
+from utils.course.datasets import dataset_dir_name, get_dataset
+from utils.course.manifest import (
     ManifestError,
     build_manifest,
-    limit_per_class,
-    load_manifest,
-    patient_overlap,
-    split_table,
+    load_prepared,
+    prepare_dataset,
+    report_problems,
 )
 
 
 @pytest.fixture
 def archive(tmp_path):
-    """40 NORMAL patients (1-2 images) and 40 pneumonia patients (1-3 images), plus a small test split."""
     files = {}
-    for p in range(40):
+    for p in range(12):
         files[f"chest_xray/train/NORMAL/IM-{p:04d}-{{i}}.jpeg"] = 1 + p % 2
         files[f"chest_xray/train/PNEUMONIA/person{p}_bacteria_{{i}}.jpeg"] = 1 + p % 3
-    for p in range(6):
-        files[f"chest_xray/test/NORMAL/IM-{p:04d}-9{{i}}.jpeg"] = 1
-        files[f"chest_xray/test/PNEUMONIA/person{p}_virus_9{{i}}.jpeg"] = 1
+    for p in range(3):
+        files[f"chest_xray/test/NORMAL/IM-9{p:03d}-{{i}}.jpeg"] = 1
+        files[f"chest_xray/test/PNEUMONIA/person9{p}_virus_{{i}}.jpeg"] = 1
     root = write_tree(tmp_path / "src", files)
-    # a corrupt image and an RGBA PNG
-    (root / "chest_xray/train/NORMAL/IM-9999-0001.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    write_image(root / "chest_xray/train/PNEUMONIA/person99_virus_1.png", mode="RGBA")
+    (root / "chest_xray/train/NORMAL/IM-7777-0001.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    write_image(root / "chest_xray/train/NORMAL/IM-8888-0001.tif")
+    (root / "chest_xray/train/PNEUMONIA/person50_virus_1.dcm").write_bytes(b"DICM")
     return root
 
 
-def test_manifest_columns_and_unreadable_report(archive, tmp_path):
-    result = build_manifest(get_dataset("pneumonia"), archive, tmp_path / "out", seed=1)
-    manifest = result.manifest
-    assert list(manifest.columns) == MANIFEST_COLUMNS
-    assert len(result.report["unreadable"]) == 1
-    assert "IM-9999-0001.jpeg" in result.report["unreadable"][0]["path"]
-    assert not manifest["path"].str.contains("IM-9999").any()
-    rgba = manifest[manifest["path"].str.endswith("person99_virus_1.png")].iloc[0]
-    assert (rgba["width"], rgba["height"], rgba["channels"]) == (40, 32, 4)
+def names(frame: pd.DataFrame) -> pd.Series:
+    return frame["path"].str.rsplit("/", n=1).str[-1]
 
 
-def test_no_patient_in_two_splits(archive, tmp_path):
-    manifest = build_manifest(get_dataset("pneumonia"), archive, tmp_path / "out", seed=3).manifest
-    assert all(not ids for ids in patient_overlap(manifest).values())
-    assert set(manifest["split"]) == {"train", "val", "test"}
-    # the official test split stays the test split
-    assert manifest.loc[manifest["split"] == "test", "path"].str.contains("/test/").all()
-    # about 15% of train+val goes to val, both classes represented
-    pool = manifest[manifest["split"] != "test"]
-    share = (pool["split"] == "val").mean()
-    assert 0.08 < share < 0.25
-    assert set(pool.loc[pool["split"] == "val", "label"]) == {"NORMAL", "PNEUMONIA"}
+def test_unreadable_conflicting_and_skipped_files_are_left_out_and_reported(archive, tmp_path):
+    shutil.copy(archive / "chest_xray/train/NORMAL/IM-0001-0.jpeg", archive / "chest_xray/train/PNEUMONIA/person77_bacteria_1.jpeg")
+    manifest, report = build_manifest(get_dataset("pneumonia"), archive, tmp_path / "out", seed=1)
+    left_out = {"IM-7777-0001.jpeg", "IM-0001-0.jpeg", "person77_bacteria_1.jpeg"}
+    assert not set(names(manifest)) & left_out
+    assert [r["path"].endswith("IM-7777-0001.jpeg") for r in report["unreadable"]] == [True]
+    assert sorted(r["label"] for r in report["conflicting_labels"]) == ["NORMAL", "PNEUMONIA"]
+    assert sorted(p.rsplit(".", 1)[1] for p in report["skipped_formats"]) == ["dcm", "tif"]
+    lines = report_problems(report)
+    assert len(lines) == 3 and "could not be decoded" in lines[0] and "appear under two labels" in lines[1]
+    assert "convert them to PNG" in lines[2]
+    assert report["images"] == len(manifest) == 18 + 24 + 6 - 1  # NORMAL, PNEUMONIA, test; the conflict pair out (one of them extra)
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # atomic writes leave no temporary file
 
 
-def test_split_is_deterministic_and_seeded(archive, tmp_path):
+def test_duplicates_share_a_group_and_never_cross_splits(archive, tmp_path):
+    src = archive / "chest_xray/train/NORMAL/IM-0002-0.jpeg"
+    shutil.copy(src, archive / "chest_xray/train/NORMAL/IM-0500-0001.jpeg")
+    shutil.copy(src, archive / "chest_xray/test/NORMAL/IM-0600-0001.jpeg")
+    for seed in range(4):
+        manifest, report = build_manifest(get_dataset("pneumonia"), archive, tmp_path / f"o{seed}", seed=seed)
+        rows = manifest.set_index(names(manifest))
+        dupes = rows.loc[["IM-0002-0.jpeg", "IM-0500-0001.jpeg", "IM-0600-0001.jpeg"]]
+        assert dupes["group"].nunique() == 1 and dupes["split"].nunique() == 1
+        assert report["duplicate_files"] == 2
+        assert not (manifest.groupby("group")["split"].nunique() > 1).any()
+
+
+def test_new_seed_keeps_the_previous_manifest_beside(archive, tmp_path, monkeypatch):
     spec = get_dataset("pneumonia")
-    a = build_manifest(spec, archive, tmp_path / "a", seed=7).manifest
-    b = build_manifest(spec, archive, tmp_path / "b", seed=7).manifest
-    c = build_manifest(spec, archive, tmp_path / "c", seed=8).manifest
-    assert a["split"].tolist() == b["split"].tolist()
-    assert a["split"].tolist() != c["split"].tolist()
+    tmp_path = tmp_path / "m"
+    build_manifest(spec, archive, tmp_path, seed=1)
+    first = (tmp_path / "manifest.csv").read_text()
+    build_manifest(spec, archive, tmp_path, seed=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv", "prepare_report.json"]
+    build_manifest(spec, archive, tmp_path, seed=2)
+    kept = [p for p in tmp_path.glob("manifest-*.csv")]
+    assert len(kept) == 1 and kept[0].read_text() == first
+    assert len(list(tmp_path.glob("prepare_report-*.json"))) == 1
 
 
-def test_duplicate_files_stay_together_and_are_reported(archive, tmp_path):
-    src = archive / "chest_xray/train/NORMAL/IM-0001-0.jpeg"
-    shutil.copy(src, archive / "chest_xray/train/NORMAL/IM-0500-0001.jpeg")  # same bytes, other "patient"
-    shutil.copy(src, archive / "chest_xray/test/NORMAL/IM-0600-0001.jpeg")  # and one in the test split
-    result = build_manifest(get_dataset("pneumonia"), archive, tmp_path / "out", seed=5)
-    manifest = result.manifest.set_index(result.manifest["path"].str.rsplit("/", n=1).str[-1])
-    assert manifest.loc["IM-0001-0.jpeg", "split"] == manifest.loc["IM-0500-0001.jpeg", "split"]
-    across = result.report["duplicate_files_across_splits"]
-    assert len(across) == 1 and len(across[0]) == 3
+def test_interrupted_write_keeps_the_old_manifest(archive, tmp_path, monkeypatch):
+    import utils.course.manifest as manifest_module
+
+    build_manifest(get_dataset("pneumonia"), archive, tmp_path, seed=1)
+    before = (tmp_path / "manifest.csv").read_text()
+
+    def crash(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(manifest_module.os, "replace", crash)
+    with pytest.raises(OSError):
+        build_manifest(get_dataset("pneumonia"), archive, tmp_path, seed=1)
+    assert (tmp_path / "manifest.csv").read_text() == before
 
 
-def test_dataset_without_test_split_gets_grouped_test(tmp_path):
-    root = write_tree(tmp_path / "src", {f"{c}/{c}-{p}-{{i}}.png": 2 for c in ("a", "b") for p in range(20)})
-    spec = get_dataset(f"folder:{root}")
-    manifest = build_manifest(spec, root, tmp_path / "out", seed=0).manifest
-    assert set(manifest["split"]) == {"train", "val", "test"}
-    assert 0.08 < (manifest["split"] == "test").mean() < 0.25
+def test_files_gone_since_prepare_fail_in_one_line(archive, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CXR_PROFILE", "smoke")
+    settings = get_settings().with_(source=archive)
+    prepared = prepare_dataset(settings, "pneumonia")
+    gone = prepared.manifest["path"].iloc[3]
+    assert load_prepared(settings, "pneumonia").manifest["path"].isin([gone]).sum() <= 1
+    (tmp_path / "x").mkdir()
+    shutil.move(gone, tmp_path / "x")
+    with pytest.raises(ManifestError, match="missing or changed since") as info:
+        load_prepared(settings, "pneumonia")
+    assert gone in str(info.value) and "--force" in str(info.value)
+    assert main(["train", "--dataset", "pneumonia", "--resume", str(tmp_path / "norun")]) == 2
+    capsys.readouterr()
 
 
-def test_round_trip_paths_are_relative_on_disk_and_absolute_loaded(archive, tmp_path):
-    result = build_manifest(get_dataset("pneumonia"), archive, tmp_path / "out", seed=1)
-    on_disk = pd.read_csv(result.path)
-    assert not on_disk["path"].str.startswith("/").any()
-    loaded = load_manifest(result.path)
-    pd.testing.assert_frame_equal(loaded, result.manifest)
-    assert all(p.startswith("/") for p in loaded["path"])
-    assert all(pd.io.common.file_exists(p) for p in loaded["path"])
-
-
-def test_missing_manifest_names_the_notebook(tmp_path):
-    with pytest.raises(ManifestError, match="01_download_data.ipynb.*prepare --dataset pneumonia"):
-        load_manifest(tmp_path / "pneumonia" / "manifest.csv")
-    bad = tmp_path / "bad.csv"
-    bad.write_text("a,b\n1,2\n")
-    with pytest.raises(ManifestError, match="missing columns"):
-        load_manifest(bad)
-
-
-def test_limit_per_class_caps_each_class_and_split(archive, tmp_path):
-    manifest = build_manifest(get_dataset("pneumonia"), archive, tmp_path / "out", seed=1).manifest
-    smoke = get_profile("smoke")
-    limited = limit_per_class(manifest, smoke, seed=0)
-    counts = limited.groupby(["split", "label"]).size()
-    assert counts.max() <= 16
-    assert counts.loc[("test", "NORMAL")] == 6  # fewer than the cap: all kept
-    assert limited.equals(limit_per_class(manifest, smoke, seed=0))
-    assert list(limited.index) == sorted(limited.index)
-    assert limit_per_class(manifest, get_profile("full")).equals(manifest)
-
-
-def test_split_table_counts(archive, tmp_path):
-    manifest = build_manifest(get_dataset("pneumonia"), archive, tmp_path / "out", seed=1).manifest
-    table = split_table(manifest)
-    assert table.loc["total", "total"] == len(manifest)
-    assert table.loc["patients", "test"] == manifest.loc[manifest["split"] == "test", "patient_id"].nunique()
+def test_folder_datasets_with_the_same_name_do_not_collide(tmp_path):
+    a = write_tree(tmp_path / "a" / "xrays", {"NORMAL/n{i}.png": 2, "SICK/s{i}.png": 2})
+    b = write_tree(tmp_path / "b" / "xrays", {"NORMAL/n{i}.png": 2, "SICK/s{i}.png": 2})
+    name_a, name_b = (dataset_dir_name(get_dataset(f"folder:{p}")) for p in (a, b))
+    assert name_a != name_b
+    assert name_a.startswith("folder-xrays-") and len(name_a) == len("folder-xrays-") + 8
+    assert dataset_dir_name(get_dataset(f"folder:{a}")) == name_a  # stable

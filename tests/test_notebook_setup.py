@@ -1,295 +1,283 @@
-"""The standard setup cell's logic (utils.notebook): Colab simulated with a fake ``google.colab`` and a fake pip."""
+"""What the first code cell of every notebook does (utils/course/notebook.py, utils/course/runtime.py), without
+running a notebook: where the cell finds the course, which dataset setup picks and what it prints, Colab's package
+install and Kaggle secrets (faked), and the library noise it silences."""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import os
-import random
 import subprocess
 import sys
-import types
-from importlib import metadata
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
+import matplotlib
+import pandas as pd
 import pytest
 
-from utils import notebook
-from utils.config import PROJECT_ROOT
-from utils.notebook import (
-    COLAB_PACKAGES,
-    CPU_FULL_WARNING,
+from utils.course import notebook
+from utils.course.config import PROJECT_ROOT
+from utils.course.links import CLONE_DIR, repo_url, setup_cell_source
+from utils.course.notebook import (
+    PROTECTED,
     NotebookSetupError,
     export_kaggle_secrets,
+    install_missing,
     missing_packages,
     setup_notebook,
+    synthetic_notice,
     upload_kaggle_json,
 )
-
-SECRET_KEY = "0123456789abcdef-secret"
-
-
-class Recorder:
-    """Stands in for the command runner (pip): records every command, and any constraints file it names,
-    instead of running it."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-        self.constraints: list[str] = []
-
-    def __call__(self, command):
-        command = list(command)
-        self.calls.append(command)
-        if "-c" in command:
-            self.constraints.append(Path(command[command.index("-c") + 1]).read_text())
+from utils.course.runtime import quiet_libraries
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A clean course environment: smoke profile, data/outputs/Kaggle config in tmp_path, no credentials."""
-    for name in ("CXR_DATASET", "CXR_SOURCE", "CXR_WEIGHTS", "CXR_SEED", "KAGGLE_USERNAME", "KAGGLE_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CXR_PROFILE", "smoke")
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CXR_OUTPUT_DIR", str(tmp_path / "outputs"))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
+def kaggle_env(monkeypatch):
+    """KAGGLE_USERNAME and KAGGLE_KEY unset now and again after the test, even when the code under test sets them."""
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
+
+
+# --- The setup cell's own lines --------------------------------------------------------------------------------------
+
+
+def _find_root(cwd: Path, monkeypatch) -> tuple[str, list]:
+    """Run the setup cell up to (not including) the import of the course, in ``cwd``; (ROOT, clone commands)."""
+    clones = []
+
+    def fake_clone(command, check=False, **_):
+        clones.append(command)
+        (Path(command[-1]) / "utils").mkdir(parents=True)
+        (Path(command[-1]) / "utils" / "__init__.py").write_text("")
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(subprocess, "run", fake_clone)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(cwd)
+    namespace: dict = {}
+    exec("\n".join(setup_cell_source().splitlines()[:-2]), namespace)
+    assert sys.path[0] == os.path.abspath(namespace["ROOT"])
+    return namespace["ROOT"], clones
+
+
+def test_setup_cell_finds_the_course_from_the_notebooks_folder(monkeypatch):
+    root, clones = _find_root(PROJECT_ROOT / "notebooks", monkeypatch)
+    assert root == ".." and clones == []
+
+
+def test_setup_cell_finds_the_course_from_its_root(monkeypatch):
+    root, clones = _find_root(PROJECT_ROOT, monkeypatch)
+    assert root == "." and clones == []
+
+
+def test_setup_cell_clones_the_course_once_elsewhere(monkeypatch, tmp_path):
+    root, clones = _find_root(tmp_path, monkeypatch)
+    assert root == CLONE_DIR
+    assert clones == [["git", "clone", "-q", "--depth", "1", repo_url(), CLONE_DIR]]
+    root, clones = _find_root(tmp_path, monkeypatch)  # the cell run again: the clone is there
+    assert root == CLONE_DIR and clones == []
+
+
+# --- setup_notebook -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def notebook_env(monkeypatch, tmp_path, kaggle_env):
+    """A laptop run with data and outputs in tmp_path, no Kaggle credentials, and the display settings that setup
+    changes restored afterwards."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(notebook, "_colab_done", False)
-    return tmp_path
+    monkeypatch.setenv("CXR_PROFILE", "laptop")
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CXR_OUTPUT_DIR", str(tmp_path / "out"))
+    with pd.option_context("display.precision", 6, "display.width", 80), matplotlib.rc_context():
+        yield tmp_path
 
 
-@pytest.fixture
-def synthetic(monkeypatch):
-    """Stands in for utils.prepare.resolve_dataset: nothing downloaded, so the synthetic set."""
-    monkeypatch.setattr(notebook, "_resolve_dataset", lambda s: ("synthetic", "no dataset downloaded (test)"))
+def test_setup_without_kermany_picks_synthetic_and_says_so(notebook_env, capsys):
+    ctx = setup_notebook(colab=False)
+    assert ctx.dataset == "synthetic" and ctx.synthetic and not ctx.in_colab
+    assert ctx.output_dir == notebook_env / "out" and ctx.profile.name == "laptop"
+    assert ctx.dataset_reason == "no Kermany download, no CXR_SOURCE and no Kaggle credentials"
+    out = capsys.readouterr().out
+    assert out.startswith("profile  laptop: CPU: 128 px")
+    assert "dataset  synthetic (no Kermany download" in out and "devices CPU only" in out
+    assert "SYNTHETIC DATA: generated images, NOT real chest X-rays" in out
+    assert pd.get_option("display.precision") == 3 and matplotlib.rcParams["image.cmap"] == "gray"
+    assert setup_notebook(colab=False, quiet=True) == ctx  # running the cell twice does no harm
+    assert capsys.readouterr().out == ""
 
 
-def fake_userdata(secrets: dict[str, str] | None = None, error: Exception | None = None) -> types.ModuleType:
-    """A stand-in for ``google.colab.userdata``: ``get`` returns the secret or raises like Colab does."""
-    module = types.ModuleType("google.colab.userdata")
-
-    def get(name):
-        if error is not None:
-            raise error
-        if secrets is None or name not in secrets:
-            raise KeyError(f"Secret {name} does not exist.")
-        return secrets[name]
-
-    module.get = get
-    return module
-
-
-@pytest.fixture
-def colab(monkeypatch):
-    """Pretend to be on Colab: a fake ``google.colab`` with secrets and an upload button that records its use."""
-    userdata = fake_userdata({"KAGGLE_USERNAME": "student", "KAGGLE_KEY": SECRET_KEY})
-    files = types.ModuleType("google.colab.files")
-    files.uploads = 0
-
-    def upload():
-        files.uploads += 1
-        return {}
-
-    files.upload = upload
-    package = types.ModuleType("google.colab")
-    package.userdata, package.files = userdata, files
-    monkeypatch.setitem(sys.modules, "google.colab", package)
-    monkeypatch.setitem(sys.modules, "google.colab.userdata", userdata)
-    monkeypatch.setitem(sys.modules, "google.colab.files", files)
-    return package
+@pytest.mark.parametrize(
+    ("variables", "dataset", "reason"),
+    [
+        ({"CXR_DATASET": "synthetic3"}, "synthetic3", "set by CXR_DATASET"),
+        ({"KAGGLE_USERNAME": "ada", "KAGGLE_KEY": "k" * 32}, "pneumonia", "Kaggle credentials found: it will be downloaded"),
+    ],
+)
+def test_setup_picks_the_dataset_asked_for_or_kermany(notebook_env, monkeypatch, capsys, variables, dataset, reason):
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    ctx = setup_notebook(colab=False)
+    assert (ctx.dataset, ctx.dataset_reason) == (dataset, reason)
+    out = capsys.readouterr().out
+    assert ("SYNTHETIC DATA" in out) == dataset.startswith("synthetic")
+    assert "k" * 32 not in out
 
 
-def test_colab_packages_are_real_distribution_names():
-    """Every name the setup cell may install is a distribution this course's environment has, so none is a typo
-    and nothing would be installed here."""
-    assert missing_packages() == []
-    assert not {"tensorflow", "keras"} & {name.lower() for name in COLAB_PACKAGES}
+def test_setup_with_a_source_folder_and_a_typo(notebook_env, monkeypatch):
+    (notebook_env / "chest_xray").mkdir()
+    monkeypatch.setenv("CXR_SOURCE", str(notebook_env / "chest_xray"))
+    ctx = setup_notebook(colab=False, quiet=True)
+    assert ctx.dataset == "pneumonia" and ctx.dataset_reason == f"CXR_SOURCE={notebook_env / 'chest_xray'}"
+    monkeypatch.setenv("CXR_DATASET", "pneumonai")
+    with pytest.raises(ValueError, match="Unknown dataset 'pneumonai'"):
+        setup_notebook(colab=False, quiet=True)
+
+
+def test_full_profile_on_a_cpu_warns(notebook_env, monkeypatch, capsys):
+    monkeypatch.setenv("CXR_PROFILE", "full")
+    monkeypatch.setattr(notebook, "configure", lambda seed, eager=False: [])  # no GPU, whatever this machine has
+    setup_notebook(colab=False)
+    assert "WARNING: the full profile on a CPU takes many hours: set CXR_PROFILE=laptop" in capsys.readouterr().out
+
+
+def test_setup_on_colab_installs_and_reads_secrets_first(notebook_env, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(notebook, "install_missing", lambda: calls.append("install"))
+    monkeypatch.setattr(notebook, "export_kaggle_secrets", lambda: calls.append("secrets") or True)
+    ctx = setup_notebook(colab=True)
+    assert calls == ["install", "secrets"] and ctx.in_colab
+    assert "(Colab)" in capsys.readouterr().out
+
+
+def test_synthetic_notice_is_a_box_holding_the_reason():
+    reason = "no Kermany download, no CXR_SOURCE and no Kaggle credentials"
+    lines = synthetic_notice(reason).splitlines()
+    assert {len(line) for line in lines} == {92}  # every line of the box as wide as its border
+    assert lines[0] == lines[-1] == "!" * 92
+    assert all(line.startswith("!! ") and line.endswith(" !!") for line in lines[1:-1])
+    body = " ".join(line[3:-3].strip() for line in lines[1:-1])
+    assert f"Why: {reason}." in body and "CXR_SOURCE=/path/to/chest_xray" in body
+
+
+# --- Colab helpers (faked) ------------------------------------------------------------------------------------------
 
 
 def test_missing_packages_never_lists_tensorflow_or_keras():
-    installed = {"pandas", "scipy"}
-    required = ("kaggle", "tensorflow", "Keras", "pandas", "seaborn", "tf-keras", "scipy")
-    assert missing_packages(required, lambda name: name in installed) == ["kaggle", "seaborn"]
-
-
-def test_in_colab_detects_the_colab_module(colab):
-    assert notebook.in_colab()
-
-
-def test_not_in_colab_here():
-    assert "google.colab" not in sys.modules
-    assert not notebook.in_colab()
-
-
-def test_colab_setup_installs_only_missing_packages_and_exports_secrets(
-    env, synthetic, colab, monkeypatch, capsys
-):
-    monkeypatch.setattr(notebook, "_installed", lambda name: name not in {"kaggle", "seaborn"})
-    pip = Recorder()
-    ctx = setup_notebook(runner=pip)  # Colab detected from the fake module
-    assert ctx.in_colab
-    assert len(pip.calls) == 1
-    command = pip.calls[0]
-    assert command[:5] == [sys.executable, "-m", "pip", "install", "-q"] and command[-2:] == [
-        "kaggle",
-        "seaborn",
+    assert missing_packages(("numpy", "surely-not-installed-cxr-package", "tensorflow", "keras", "tf-keras")) == [
+        "surely-not-installed-cxr-package"
     ]
-    assert not any(p in command for p in ("tensorflow", "keras", "-U", "--upgrade"))
-    # the installed TensorFlow and Keras are pinned, so no dependency of kaggle or seaborn can replace them
-    pins = pip.constraints[0].split()
-    assert (
-        f"tensorflow=={metadata.version('tensorflow')}" in pins
-        and f"keras=={metadata.version('keras')}" in pins
-    )
-    assert os.environ["KAGGLE_USERNAME"] == "student"
-    assert os.environ["KAGGLE_KEY"] == SECRET_KEY
-    assert colab.files.uploads == 0  # setup never waits for an upload
-    out = capsys.readouterr().out
-    assert SECRET_KEY not in out and SECRET_KEY not in ctx.banner
-    assert "(Colab)" in ctx.banner
 
 
-def test_colab_setup_twice_is_harmless(env, synthetic, colab, monkeypatch, capsys):
-    monkeypatch.setattr(notebook, "_installed", lambda name: name != "kaggle")
-    pip = Recorder()
-    first = setup_notebook(runner=pip)
-    second = setup_notebook(runner=pip)
-    assert len(pip.calls) == 1  # the second run installs nothing
-    assert (first.dataset, first.profile, first.gpus) == (second.dataset, second.profile, second.gpus)
-    assert os.environ["KAGGLE_KEY"] == SECRET_KEY
-    assert SECRET_KEY not in capsys.readouterr().out
+def test_install_missing_pins_the_installed_tensorflow_and_keras(monkeypatch, capsys):
+    monkeypatch.setattr(notebook, "missing_packages", lambda required=None: ["seaborn"])
+    commands = []
+
+    def fake_pip(command):
+        commands.append(command)
+        constraints = Path(command[command.index("-c") + 1]).read_text().split()
+        commands.append(constraints)
+        return SimpleNamespace(returncode=0)
+
+    assert install_missing(run=fake_pip) == ["seaborn"]
+    command, constraints = commands
+    assert command[:5] == [sys.executable, "-m", "pip", "install", "-q"] and command[-1] == "seaborn"
+    from importlib import metadata
+
+    installed = {}
+    for name in PROTECTED:
+        with contextlib.suppress(metadata.PackageNotFoundError):  # tf-keras, here: not pinned, and no crash
+            installed[name] = metadata.version(name)
+    assert sorted(constraints) == sorted(f"{name}=={version}" for name, version in installed.items())
+    assert f"tensorflow=={metadata.version('tensorflow')}" in constraints
+    assert f"keras=={metadata.version('keras')}" in constraints
+    assert "Installing seaborn" in capsys.readouterr().out
 
 
-def test_secret_errors_fall_back_without_credentials(env, monkeypatch):
-    class SecretNotFoundError(Exception):
-        pass
+def test_install_missing_failure_and_nothing_to_do(monkeypatch):
+    monkeypatch.setattr(notebook, "missing_packages", lambda required=None: ["kaggle", "scipy"])
+    with pytest.raises(NotebookSetupError, match="pip could not install kaggle, scipy: check the internet connection"):
+        install_missing(run=lambda command: SimpleNamespace(returncode=1))
+    monkeypatch.setattr(notebook, "missing_packages", lambda required=None: [])
 
-    assert export_kaggle_secrets(fake_userdata(error=SecretNotFoundError("KAGGLE_KEY"))) is None
-    assert export_kaggle_secrets(fake_userdata({"KAGGLE_USERNAME": "student"})) is None
-    assert "KAGGLE_USERNAME" not in os.environ and "KAGGLE_KEY" not in os.environ
+    def never(command):
+        raise AssertionError("pip ran with nothing to install")
 
-
-def test_existing_credentials_are_kept(env, monkeypatch):
-    monkeypatch.setenv("KAGGLE_USERNAME", "mine")
-    monkeypatch.setenv("KAGGLE_KEY", "my-key")
-    secrets = fake_userdata({"KAGGLE_USERNAME": "other", "KAGGLE_KEY": "other-key"})
-    assert export_kaggle_secrets(secrets) == "environment"
-    assert os.environ["KAGGLE_KEY"] == "my-key"
+    assert install_missing(run=never) == []
 
 
-def test_pip_failure_says_what_to_do(env, synthetic, colab, monkeypatch):
-    monkeypatch.setattr(notebook, "_installed", lambda name: name != "kaggle")
+class Secrets:
+    def __init__(self, **values):
+        self.values = values
 
-    def failing(command):
-        raise subprocess.CalledProcessError(1, command)
-
-    with pytest.raises(NotebookSetupError, match="could not install kaggle.*internet"):
-        setup_notebook(runner=failing)
-
-
-def _uploader(content: bytes):
-    files = types.SimpleNamespace(uploads=0)
-
-    def upload():
-        files.uploads += 1
-        return {"kaggle.json": content}
-
-    files.upload = upload
-    return files
+    def get(self, name):
+        if name not in self.values:
+            raise KeyError(f"secret {name} not shared with this notebook")  # what Colab raises
+        return self.values[name]
 
 
-def test_upload_kaggle_json_saves_a_private_file_and_exports_it(env, capsys):
-    files = _uploader(json.dumps({"username": "student", "key": SECRET_KEY}).encode())
-    path = upload_kaggle_json(files)
-    assert path == env / "kaggle" / "kaggle.json"
-    assert json.loads(path.read_text())["key"] == SECRET_KEY
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert os.environ["KAGGLE_USERNAME"] == "student"
-    assert SECRET_KEY not in capsys.readouterr().out
-    other = _uploader(b'{"username": "x", "key": "y"}')
-    assert upload_kaggle_json(other) == path  # an existing kaggle.json is used, never overwritten
-    assert other.uploads == 0 and json.loads(path.read_text())["key"] == SECRET_KEY
+def test_kaggle_secrets_are_exported(kaggle_env):
+    assert export_kaggle_secrets(Secrets(KAGGLE_USERNAME="ada", KAGGLE_KEY=" abc123 \n"))
+    assert os.environ["KAGGLE_USERNAME"] == "ada" and os.environ["KAGGLE_KEY"] == "abc123"
 
 
-def test_upload_rejects_a_file_that_is_not_a_token(env):
-    with pytest.raises(NotebookSetupError, match="not a Kaggle API token"):
-        upload_kaggle_json(_uploader(b"<html>not json</html>"))
-    assert not (env / "kaggle" / "kaggle.json").exists()
+@pytest.mark.parametrize("secrets", [Secrets(KAGGLE_USERNAME="ada"), Secrets(KAGGLE_USERNAME="ada", KAGGLE_KEY=""), None])
+def test_missing_or_unshared_secrets(kaggle_env, secrets):
+    assert export_kaggle_secrets(secrets) is False  # None: no google.colab here
+    assert "KAGGLE_KEY" not in os.environ and "KAGGLE_USERNAME" not in os.environ
 
 
-def test_upload_outside_colab_explains_instead_of_waiting(env):
-    with pytest.raises(NotebookSetupError, match="kaggle.json.*KAGGLE_USERNAME"):
-        upload_kaggle_json()
+def test_variables_already_set_win_over_secrets(kaggle_env, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "env-user")
+    monkeypatch.setenv("KAGGLE_KEY", "env-key")
+    assert export_kaggle_secrets(Secrets(KAGGLE_USERNAME="other", KAGGLE_KEY="other"))
+    assert os.environ["KAGGLE_USERNAME"] == "env-user"
 
 
-def test_local_setup_installs_nothing_and_reports_the_run(env, synthetic, capsys):
-    pip = Recorder()
-    ctx = setup_notebook(colab=False, runner=pip)
-    assert pip.calls == []
-    assert not ctx.in_colab
-    assert ctx.profile.name == "smoke" and ctx.dataset == "synthetic" and ctx.settings.dataset == "synthetic"
-    assert ctx.root == PROJECT_ROOT and ctx.output_dir == env / "outputs"
-    out = capsys.readouterr().out
-    assert out.strip() == ctx.banner.strip()
-    assert "smoke (CI check" in out and "synthetic (no dataset downloaded (test))" in out
-    assert "NOT real chest X-rays" in out and "CXR_SOURCE" in out and "KAGGLE_USERNAME" in out
-    assert "random initialisation" in out  # smoke uses no ImageNet weights, and says so
-    assert ("CPU only" in out) == (not ctx.gpus)
+class Uploads:
+    def __init__(self, files: dict):
+        self.files, self.calls = files, 0
+
+    def upload(self):
+        self.calls += 1
+        return self.files
 
 
-def test_real_dataset_has_no_synthetic_warning(env, monkeypatch):
-    monkeypatch.setattr(notebook, "_resolve_dataset", lambda s: ("pneumonia", "downloaded earlier"))
-    ctx = setup_notebook(colab=False, quiet=True)
-    assert ctx.dataset == "pneumonia" and not ctx.synthetic
-    assert "pneumonia (downloaded earlier)" in ctx.banner
-    assert "SYNTHETIC" not in ctx.banner
+def test_upload_kaggle_json_saves_it_privately(kaggle_env, tmp_path, capsys):
+    target = tmp_path / ".kaggle" / "kaggle.json"
+    content = json.dumps({"username": "ada", "key": "abc123"}).encode()
+    assert upload_kaggle_json(Uploads({"kaggle.json": content}), target) == target
+    assert target.read_bytes() == content and (target.stat().st_mode & 0o777) == 0o600
+    assert os.environ["KAGGLE_USERNAME"] == "ada" and os.environ["KAGGLE_KEY"] == "abc123"
+    assert "abc123" not in capsys.readouterr().out
+    again = Uploads({"kaggle.json": b"{}"})
+    assert upload_kaggle_json(again, target) == target and again.calls == 0  # an existing file is kept
 
 
-def test_full_profile_without_gpu_warns(env, synthetic, monkeypatch):
-    monkeypatch.setenv("CXR_PROFILE", "full")
-    ctx = setup_notebook(colab=False, quiet=True)
-    assert ctx.profile.name == "full"
-    assert (CPU_FULL_WARNING in ctx.banner) == (not ctx.gpus)
-    cpu = notebook.format_banner(dataclasses.replace(ctx, gpus=[]), "TF x")
-    gpu = notebook.format_banner(dataclasses.replace(ctx, gpus=["NVIDIA H100"]), "TF x")
-    assert "set CXR_PROFILE=laptop" in cpu and "CPU only" in cpu
-    assert CPU_FULL_WARNING not in gpu and "GPU NVIDIA H100" in gpu
+def test_upload_cancelled_or_not_a_token(kaggle_env, tmp_path, capsys):
+    target = tmp_path / ".kaggle" / "kaggle.json"
+    assert upload_kaggle_json(Uploads({}), target) is None
+    assert "goes on with the synthetic images" in capsys.readouterr().out
+    with pytest.raises(NotebookSetupError) as caught:
+        upload_kaggle_json(Uploads({"token.json": b'{"user": "ada", "secret": "abc123"}'}), target)
+    assert "token.json is not a Kaggle API token" in str(caught.value) and "abc123" not in str(caught.value)
+    assert not target.exists()
 
 
-def test_setup_seeds_every_run_the_same_way(env, synthetic, monkeypatch):
-    def draws():  # the global generators that keras.utils.set_random_seed seeds
-        return random.random(), np.random.random()  # noqa: NPY002
-
-    setup_notebook(colab=False, quiet=True)
-    first = draws()
-    setup_notebook(colab=False, quiet=True)
-    assert draws() == first
-    monkeypatch.setenv("CXR_SEED", "7")
-    setup_notebook(colab=False, quiet=True)
-    assert draws() != first
+# --- Quiet libraries --------------------------------------------------------------------------------------------------
 
 
-def test_setup_sets_display_defaults(env, synthetic):
-    import matplotlib as mpl
-    import pandas as pd
-
-    setup_notebook(colab=False, quiet=True)
-    assert mpl.rcParams["image.cmap"] == "gray"
-    assert pd.get_option("display.precision") == 3
-
-
-def test_setup_with_the_real_dataset_resolver(env, monkeypatch):
-    """No data, no source, no credentials: the course falls back to the synthetic set and says so loudly."""
-    ctx = setup_notebook(colab=False, quiet=True)
-    assert ctx.dataset == "synthetic"
-    assert "NOT real chest X-rays" in ctx.banner
-    assert Path(ctx.settings.data_dir) == env / "data"
-
-
-def test_cancelled_upload_goes_on_without_credentials(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
-    files = types.SimpleNamespace(upload=lambda: {})
-    assert upload_kaggle_json(files) is None
-    assert "synthetic dataset" in capsys.readouterr().out
-    assert not (tmp_path / "kaggle" / "kaggle.json").exists()
+def test_quiet_libraries_silences_only_the_harmless_warnings(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # another test may have set it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tf = quiet_libraries()
+        assert tf.__name__ == "tensorflow" and tf.get_logger().level >= 40
+        warnings.warn("`shuffle=True` was passed, but will be ignored since the data `x` was provided as a dataset.", UserWarning, stacklevel=1)
+        warnings.warn("Skipping variable loading for optimizer 'adam', because it has 9 variables", UserWarning, stacklevel=1)
+        warnings.warn("The model's input is not what you think", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["The model's input is not what you think"]
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"

@@ -1,21 +1,31 @@
-"""The synthetic dataset: deterministic, Kermany-shaped, with lesion masks that match the anatomy."""
+"""The embedded synthetic dataset (utils/course/synthetic.py): Kermany's layout and imbalance, two- and three-class
+views, byte-identical for a seed, decodable images with lesion masks that line up with the label and the image,
+and a ``.complete`` marker that makes a finished folder reused, never regenerated or overwritten."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_COUNTS
 from PIL import Image
 from scipy import ndimage
 
-from utils.datasets import DatasetError, get_dataset, scan_images
-from utils.synthetic import (
-    CLASSES,
+from utils.course import synthetic
+from utils.course.datasets import (
+    DatasetError,
+    get_dataset,
+    kermany_patient_id,
+    kermany_three_class,
+    scan_images,
+)
+from utils.course.synthetic import (
     COMPLETE_NAME,
+    COUNTS,
     SYNTHETIC_VERSION,
     generate_synthetic,
     load_mask,
@@ -23,164 +33,244 @@ from utils.synthetic import (
     render_case,
 )
 
-N_TRAIN, N_TEST = 8, 3
+TINY = {"train": {"NORMAL": 2, "BACTERIA": 1, "VIRUS": 1}, "test": {"NORMAL": 1, "BACTERIA": 1, "VIRUS": 1}}
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by relative path."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_synthetic(
-        tmp_path_factory.mktemp("syn") / "synthetic",
-        n_train_per_class=N_TRAIN,
-        n_test_per_class=N_TEST,
-        seed=0,
-    )
+def tiny(tmp_path_factory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("tiny") / "synthetic", TINY, seed=5)
 
 
-@pytest.fixture(scope="module")
-def records(dataset: Path) -> list:
-    return scan_images(get_dataset("synthetic"), dataset)
+# --- Class balance and layout --------------------------------------------------------------------------------------
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def test_default_counts_are_imbalanced_like_kermany():
+    train, test = COUNTS["train"], COUNTS["test"]
+    assert train["NORMAL"] / sum(train.values()) == pytest.approx(0.27, abs=0.01)  # Kermany's train: 1341 / 5216
+    assert test["NORMAL"] / sum(test.values()) == pytest.approx(0.375, abs=0.01)  # Kermany's test: 234 / 624
+    assert train["BACTERIA"] > train["VIRUS"] > train["NORMAL"]
 
 
-def test_layout_counts_and_complete_marker(dataset: Path, records: list) -> None:
-    assert sorted(p.name for p in dataset.iterdir()) == [COMPLETE_NAME, "test", "train"]
-    for split in ("train", "test"):
-        assert sorted(p.name for p in (dataset / split).iterdir()) == ["NORMAL", "PNEUMONIA"]
-        assert not (dataset / split / "NORMAL" / "masks").exists()
-    counts = Counter((r.official_split, r.label) for r in records)
-    assert counts == {(s, c): n for s, n in (("train", N_TRAIN), ("test", N_TEST)) for c in CLASSES}
-    info = json.loads((dataset / COMPLETE_NAME).read_text())
-    assert info["version"] == SYNTHETIC_VERSION
-    assert (info["seed"], info["n_train_per_class"], info["n_test_per_class"]) == (0, N_TRAIN, N_TEST)
-    assert info["images"]["train/VIRUS"] == N_TRAIN
-    assert not list(dataset.parent.glob(".synthetic.tmp-*")), "the temporary folder was left behind"
+def test_default_plan_has_kermany_file_names_and_patients_in_one_split_only():
+    plan = synthetic._plan(COUNTS, seed=0)
+    files = [(p.split, p.label, rel) for p in plan for rel, _ in p.images]
+    per_class = Counter((split, label) for split, label, _ in files)
+    assert per_class == Counter({(s, c): n for s, by_class in COUNTS.items() for c, n in by_class.items()})
+    assert len({rel for *_, rel in files}) == len(files)  # no two images share a path
+    for split, label, rel in files:
+        folder, name = rel.split("/")[1:]
+        assert rel.startswith(f"{split}/{'NORMAL' if label == 'NORMAL' else 'PNEUMONIA'}/")
+        assert kermany_three_class(folder, name) == label  # the name says the kind, as in Kermany
+    patients = {split: {kermany_patient_id(rel.rsplit("/", 1)[1]) for s, _, rel in files if s == split}
+                for split in COUNTS}  # fmt: skip
+    assert not patients["train"] & patients["test"]
+    sizes = Counter(len(p.images) for p in plan)
+    assert set(sizes) == {1, 2, 3} and sizes[1] > sizes[2] > sizes[3]  # several images of one patient: group them
+    assert all(len({kermany_patient_id(rel.rsplit("/", 1)[1]) for rel, _ in p.images}) == 1 for p in plan)
 
 
-def test_file_names_parse_to_labels_and_patients(records: list) -> None:
-    for r in records:
-        if r.label == "NORMAL":
-            assert re.fullmatch(r"IM-\d{4}-\d{4}\.png", r.path.name), r.path.name
-        else:
-            assert r.path.parent.name == "PNEUMONIA"
-            assert re.fullmatch(rf"person\d+_{r.label.lower()}_\d+\.png", r.path.name), r.path.name
-            assert r.patient_id.removeprefix("test/") == r.path.name.split("_")[0]
-    per_patient = Counter(r.patient_id for r in records)
-    assert max(per_patient.values()) in (2, 3), "some patients should have several images"
-    labels = {}
-    for r in records:  # a patient keeps one label
-        assert labels.setdefault(r.patient_id, r.label) == r.label
-    numbers = {
-        split: {r.patient_id.removeprefix("test/") for r in records if r.official_split == split}
-        for split in ("train", "test")
-    }
-    assert not numbers["train"] & numbers["test"], "patient numbers must differ between train and test"
+def test_generated_folder_holds_the_counts_asked_for(synthetic_source):
+    for split, by_class in SMALL_COUNTS.items():
+        normal = sorted((synthetic_source / split / "NORMAL").glob("*.png"))
+        sick = sorted((synthetic_source / split / "PNEUMONIA").glob("*.png"))
+        assert len(normal) == by_class["NORMAL"]
+        assert sum("_bacteria_" in p.name for p in sick) == by_class["BACTERIA"]
+        assert sum("_virus_" in p.name for p in sick) == by_class["VIRUS"]
+        assert len(sick) == by_class["BACTERIA"] + by_class["VIRUS"]
 
 
-def test_masks_exist_only_for_abnormal_images_and_match_sizes(records: list) -> None:
-    for r in records:
-        path = mask_path(r.path)
-        if r.label == "NORMAL":
-            assert not path.exists()
-            continue
-        with Image.open(r.path) as image, Image.open(path) as mask:
-            assert image.mode == mask.mode == "L"
-            assert mask.size == image.size
-            assert set(np.unique(np.asarray(mask))) == {0, 255}
-        lesion = load_mask(r.path)
-        assert lesion.dtype == bool and lesion.shape == (image.height, image.width) and lesion.any()
-        labels, count = ndimage.label(lesion)
-        half = lesion.shape[1] // 2
-        if r.label == "BACTERIA":
-            assert count == 1, f"{r.path.name}: a consolidation is one blob, found {count}"
-        else:
-            assert lesion[:, :half].any() and lesion[:, half:].any(), (
-                f"{r.path.name}: virus must be bilateral"
-            )
+def test_binary_and_three_class_views(synthetic_source):
+    binary, skipped = scan_images(get_dataset("synthetic"), synthetic_source)
+    three, _ = scan_images(get_dataset("synthetic3"), synthetic_source)
+    assert skipped == []  # and the masks are not taken for images
+    expected = {s: Counter(c) for s, c in SMALL_COUNTS.items()}
+    assert {s: Counter(r.label for r in three if r.official_split == s) for s in SMALL_COUNTS} == expected
+    for split, by_class in SMALL_COUNTS.items():
+        labels = Counter(r.label for r in binary if r.official_split == split)
+        assert labels == {"NORMAL": by_class["NORMAL"], "PNEUMONIA": by_class["BACTERIA"] + by_class["VIRUS"]}
+    assert sorted(r.path for r in binary) == sorted(r.path for r in three)  # the same files, labelled twice
 
 
-def test_load_mask_resizes_and_handles_normal_and_missing(records: list, tmp_path: Path) -> None:
-    sick = next(r for r in records if r.label == "BACTERIA")
-    small = load_mask(sick.path, size=32)
-    assert small.shape == (32, 32) and small.dtype == bool and small.any()
-    normal = next(r for r in records if r.label == "NORMAL")
-    with Image.open(normal.path) as image:
-        assert load_mask(normal.path).shape == (image.height, image.width)
-    assert not load_mask(normal.path).any() and load_mask(normal.path, size=16).shape == (16, 16)
-    orphan = tmp_path / "PNEUMONIA" / "person1_virus_1.png"
-    orphan.parent.mkdir()
-    Image.new("L", (20, 20)).save(orphan)
-    with pytest.raises(FileNotFoundError, match="No lesion mask"):
-        load_mask(orphan)
+# --- Determinism ---------------------------------------------------------------------------------------------------
 
 
-def test_images_vary_in_size_and_brightness_overlaps_across_classes(records: list) -> None:
-    sizes, means = set(), {c: [] for c in CLASSES}
-    for r in records:
-        with Image.open(r.path) as image:
+def test_same_seed_same_bytes_other_seed_other_images(tiny, tmp_path):
+    again = generate_synthetic(tmp_path / "again", TINY, seed=5)
+    assert digest(again) == digest(tiny)
+    other = digest(generate_synthetic(tmp_path / "other", TINY, seed=6))
+    assert len(other) == len(digest(again))  # the same layout ...
+    assert not {h for p, h in other.items() if p.endswith(".png")} & set(digest(tiny).values())  # ... other images
+    assert digest(tiny)[COMPLETE_NAME] != other[COMPLETE_NAME]  # the seed is recorded
+
+
+def test_render_case_is_deterministic_and_the_image_seed_changes_only_the_acquisition():
+    first, second = render_case("BACTERIA", 11, 22), render_case("BACTERIA", 11, 22)
+    np.testing.assert_array_equal(first.image, second.image)
+    np.testing.assert_array_equal(first.lesion, second.lesion)
+    other = render_case("BACTERIA", 11, 23)  # same patient, another image of them
+    assert other.image.shape != first.image.shape or not np.array_equal(other.image, first.image)
+
+
+def test_unknown_class_and_empty_counts_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="Unknown synthetic class 'COVID'"):
+        render_case("COVID", 0, 0)
+    with pytest.raises(ValueError, match="needs at least one image"):
+        generate_synthetic(tmp_path / "s", {"train": {"NORMAL": 3, "BACTERIA": 0, "VIRUS": 1}})
+    assert not (tmp_path / "s").exists()
+
+
+# --- Images and masks ----------------------------------------------------------------------------------------------
+
+
+def test_images_decode_as_grey_at_the_generators_sizes(synthetic_source):
+    import tensorflow as tf
+
+    paths = sorted(p for p in synthetic_source.rglob("*.png") if "masks" not in p.parts)
+    assert len(paths) == sum(sum(c.values()) for c in SMALL_COUNTS.values())
+    for path in paths:
+        with Image.open(path) as image:
             assert image.mode == "L"
-            assert min(image.size) >= 192 and max(image.size) <= 320
-            ratio = image.width / image.height
-            assert 0.75 <= ratio <= 1.3
-            sizes.add(image.size)
-            means[r.label].append(np.asarray(image).mean())
-    assert len(sizes) > len(records) // 2
-    # No global-brightness shortcut: every class's range of mean brightness overlaps every other's.
-    for a in CLASSES:
-        for b in CLASSES:
-            assert min(means[a]) < max(means[b]), (a, b, means)
+            assert 192 <= image.height <= 320 and 192 <= image.width <= 320
+            pixels = np.asarray(image)
+        assert pixels.std() > 20  # an X-ray-like picture, not a flat grey square
+    decoded = tf.io.decode_image(tf.io.read_file(str(paths[0])), channels=1).numpy()  # as the pipeline reads it
+    with Image.open(paths[0]) as image:
+        np.testing.assert_array_equal(decoded[..., 0], np.asarray(image))
+
+
+def test_every_abnormal_image_has_a_mask_of_its_size_and_no_normal_one_has(synthetic_source):
+    for split in SMALL_COUNTS:
+        sick = sorted((synthetic_source / split / "PNEUMONIA").glob("*.png"))
+        masks = sorted((synthetic_source / split / "PNEUMONIA" / "masks").glob("*.png"))
+        assert [m.name for m in masks] == [p.name for p in sick]
+        assert not (synthetic_source / split / "NORMAL" / "masks").exists()
+        for image_path in sick:
+            with Image.open(image_path) as image, Image.open(mask_path(image_path)) as mask:
+                assert mask.size == image.size
+                values = np.unique(np.asarray(mask))
+            assert set(values.tolist()) == {0, 255}  # binary, and never empty
+
+
+def test_masks_on_disk_have_the_shape_of_their_label(synthetic_source):
+    for path in sorted(synthetic_source.glob("*/PNEUMONIA/*.png")):
+        mask = load_mask(path)
+        _, parts = ndimage.label(mask)
+        half = mask.shape[1] // 2
+        left, right = mask[:, :half].sum(), mask[:, half:].sum()
+        if "_bacteria_" in path.name:  # one consolidation, in one lung
+            assert parts == 1 and min(left, right) < 0.05 * mask.sum(), path.name
+        else:  # diffuse and bilateral
+            assert parts >= 2 and min(left, right) > 0.2 * mask.sum(), path.name
 
 
 @pytest.mark.parametrize("label", ["BACTERIA", "VIRUS"])
-def test_lesions_lie_inside_the_lungs(label: str) -> None:
-    for seed in range(6):
-        case = render_case(label, patient_seed=seed, image_seed=100 + seed)
-        assert case.image.shape == case.lesion.shape == case.lungs.shape
-        assert case.lesion.sum() > 0.01 * case.lungs.sum()
+def test_the_lesion_is_where_the_mask_says(label):
+    """Inside the mask the lung is denser (brighter) than in the rest of the lung fields: always for a
+    consolidation, on average for the fainter interstitial change."""
+    contrast = []
+    for seed in range(12):
+        case = render_case(label, seed, 100 + seed)
+        pixels, lesion, lungs = case.image.astype(float), case.lesion, case.lungs
+        contrast.append(pixels[lesion].mean() - pixels[lungs & ~lesion].mean())
+    assert (min(contrast) if label == "BACTERIA" else np.mean(contrast)) > 5
+
+
+@pytest.mark.parametrize("label", ["NORMAL", "BACTERIA", "VIRUS"])
+def test_rendered_lesion_lies_in_the_lungs(label):
+    for seed in range(3):
+        case = render_case(label, seed, 50 + seed)
+        assert case.image.dtype == np.uint8 and case.lesion.shape == case.image.shape == case.lungs.shape
         assert not (case.lesion & ~case.lungs).any()
-        assert 0.05 < case.lungs.mean() < 0.6
+        assert case.lesion.any() == (label != "NORMAL")
+        assert 0.1 < case.lungs.mean() < 0.4
 
 
-def test_normal_case_has_no_lesion_and_bad_label_is_refused() -> None:
-    case = render_case("NORMAL", 1, 2)
-    assert case.image.dtype == np.uint8 and not case.lesion.any() and case.lungs.any()
-    with pytest.raises(ValueError, match="Unknown synthetic class"):
-        render_case("COVID", 1, 2)
+def test_load_mask(synthetic_source, tmp_path):
+    normal = sorted((synthetic_source / "train" / "NORMAL").glob("*.png"))[0]
+    with Image.open(normal) as image:
+        assert load_mask(normal).shape == (image.height, image.width)
+    assert not load_mask(normal).any()
+    assert load_mask(normal, size=32).shape == (32, 32)
+    sick = sorted((synthetic_source / "train" / "PNEUMONIA").glob("*.png"))[0]
+    small = load_mask(sick, size=32)
+    assert small.shape == (32, 32) and small.dtype == bool and small.any()
+    lonely = tmp_path / "PNEUMONIA" / "person1_virus_1.png"
+    lonely.parent.mkdir()
+    lonely.write_bytes(sick.read_bytes())
+    with pytest.raises(FileNotFoundError, match="No lesion mask") as caught:
+        load_mask(lonely)
+    assert str(mask_path(lonely)) in str(caught.value)
 
 
-def test_same_patient_keeps_the_lesion_site() -> None:
-    first, second = render_case("BACTERIA", 7, 1), render_case("BACTERIA", 7, 2)
-    centre = [np.array(ndimage.center_of_mass(c.lesion)) / c.lesion.shape for c in (first, second)]
-    assert np.abs(centre[0] - centre[1]).max() < 0.15
-    assert not np.array_equal(first.lesion, second.lesion)  # a new acquisition, not a copy
+# --- The .complete marker -------------------------------------------------------------------------------------------
 
 
-def test_generation_is_deterministic(dataset: Path, tmp_path: Path) -> None:
-    again = generate_synthetic(tmp_path / "again", n_train_per_class=N_TRAIN, n_test_per_class=N_TEST, seed=0)
-    assert _files(again) == _files(dataset)
-    other = generate_synthetic(tmp_path / "other", n_train_per_class=N_TRAIN, n_test_per_class=N_TEST, seed=1)
-    assert not set(_files(other).values()) & set(_files(dataset).values()), "another seed gives other files"
+def test_complete_marker_records_the_parameters(tiny):
+    marker = json.loads((tiny / COMPLETE_NAME).read_text())
+    assert marker["version"] == SYNTHETIC_VERSION and marker["seed"] == 5 and marker["counts"] == TINY
+    assert not list(tiny.parent.glob(".synthetic.tmp-*"))  # the temporary folder was renamed into place
 
 
-def test_rerun_is_a_no_op_and_conflicts_raise(tmp_path: Path) -> None:
-    dest = generate_synthetic(tmp_path / "syn", n_train_per_class=2, n_test_per_class=1, seed=3)
-    before = {p: p.stat().st_mtime_ns for p in dest.rglob("*")}
-    assert generate_synthetic(dest, n_train_per_class=2, n_test_per_class=1, seed=3) == dest
-    assert {p: p.stat().st_mtime_ns for p in dest.rglob("*")} == before
-    with pytest.raises(DatasetError, match="already holds a synthetic dataset.*delete"):
-        generate_synthetic(dest, n_train_per_class=2, n_test_per_class=1, seed=4)
-    assert {p: p.stat().st_mtime_ns for p in dest.rglob("*")} == before
+def test_a_complete_folder_is_reused_not_regenerated(tiny, monkeypatch):
+    before = digest(tiny)
+    mtimes = {p: p.stat().st_mtime_ns for p in tiny.rglob("*")}
 
-    foreign = tmp_path / "mine"
-    (foreign / "notes.txt").parent.mkdir()
-    (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(DatasetError, match="not a complete synthetic dataset"):
-        generate_synthetic(foreign, n_train_per_class=1, n_test_per_class=1)
-    assert (foreign / "notes.txt").read_text() == "keep me"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "syn"]  # no temporary folder left
+    def no_drawing(*_):
+        raise AssertionError("a complete dataset was drawn again")
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert (generate_synthetic(empty, n_train_per_class=1, n_test_per_class=1) / COMPLETE_NAME).exists()
+    monkeypatch.setattr(synthetic, "_write_patient", no_drawing)
+    assert generate_synthetic(tiny, TINY, seed=5) == tiny
+    assert digest(tiny) == before
+    assert {p: p.stat().st_mtime_ns for p in tiny.rglob("*")} == mtimes
+
+
+def test_another_seed_into_a_complete_folder_is_refused_and_nothing_changes(tiny):
+    before = digest(tiny)
+    with pytest.raises(DatasetError) as caught:
+        generate_synthetic(tiny, TINY, seed=6)
+    message = str(caught.value)
+    assert "'seed': 5" in message and "'seed': 6" in message and "Nothing was changed" in message
+    with pytest.raises(DatasetError, match="holds a synthetic dataset made with"):
+        generate_synthetic(tiny, SMALL_COUNTS, seed=5)
+    assert digest(tiny) == before
+
+
+def test_a_folder_without_the_marker_is_never_written_into(tmp_path):
+    dest = tmp_path / "synthetic"
+    (dest / "train").mkdir(parents=True)
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="is not a complete synthetic dataset \\(no .complete file\\)"):
+        generate_synthetic(dest, TINY, seed=5)
+    assert sorted(p.name for p in dest.iterdir()) == ["notes.txt", "train"]
+
+
+def test_an_empty_folder_is_filled(tmp_path, tiny):
+    dest = tmp_path / "synthetic"
+    dest.mkdir()
+    assert generate_synthetic(dest, TINY, seed=5) == dest
+    assert digest(dest) == digest(tiny)
+
+
+def test_an_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
+    calls = []
+    real = synthetic._write_patient
+
+    def fails_on_the_third(root, planned):
+        calls.append(planned)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(root, planned)
+
+    monkeypatch.setattr(synthetic, "_write_patient", fails_on_the_third)
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 1)  # one worker: the order of the calls is fixed
+    with pytest.raises(OSError, match="No space left"):
+        generate_synthetic(tmp_path / "synthetic", TINY, seed=5)
+    assert list(tmp_path.iterdir()) == []  # no half dataset, no temporary folder
+    monkeypatch.setattr(synthetic, "_write_patient", real)
+    assert (generate_synthetic(tmp_path / "synthetic", TINY, seed=5) / COMPLETE_NAME).is_file()
