@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make course   set up .venv, then run every notebook in order into outputs/executed/ (ipynb + html)
-#   make test     set up .venv, then ruff, the unit tests and nbval over every notebook (smoke profile)
+#   make test     set up .venv, then ruff, the unit tests and nbval over every notebook and solution (smoke profile)
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
@@ -33,7 +33,7 @@ unit: setup
 	$(BIN)/python -m pytest
 
 notebooks: setup
-	$(SMOKE_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+	$(SMOKE_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ solutions/
 
 benchmarks: setup
 	$(BIN)/python benchmarks/pipeline.py

@@ -179,3 +179,21 @@ def test_notebook_relative_links_resolve(path):
 def test_readme_relative_links_resolve():
     broken = broken_links(README.read_text(encoding="utf-8"), README.parent)
     assert not broken, f"README.md links to files that do not exist: {broken}"
+
+
+SOLUTIONS = PROJECT_ROOT / "solutions"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_every_exercise_has_a_tested_solution(path):
+    """solutions/NN_solutions.ipynb links its notebook, starts with the same setup cell, answers each exercise
+    (one markdown cell restating it, in order), and carries no outputs (nbval runs it in `make test`)."""
+    solution = SOLUTIONS / f"{path.name[:2]}_solutions.ipynb"
+    assert solution.is_file(), f"{solution.relative_to(PROJECT_ROOT)} is missing: write the exercises' solutions."
+    cells = nbformat.read(solution, as_version=4).cells
+    assert f"../notebooks/{path.name}" in cells[0].source
+    assert code_cells(solution)[0].source == setup_cell_source()
+    exercises = re.findall(r"^(\d+)\. ", nbformat.read(path, as_version=4).cells[-1].source.split("## Exercises")[-1], re.M)
+    answered = [m.group(1) for c in cells if c.cell_type == "markdown" for m in [re.match(r"## Exercise (\d+)\b", c.source)] if m]
+    assert answered == exercises, f"{solution.name} answers exercises {answered}, the notebook asks {exercises}"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in cells if c.cell_type == "code")
