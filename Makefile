@@ -35,9 +35,13 @@ unit: setup
 notebooks: setup
 	$(SMOKE_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ solutions/
 
+# real images from ../shared when present (each script says so and skips otherwise); about 40 minutes on 2 cores
 benchmarks: setup
-	$(BIN)/python benchmarks/pipeline.py
-	$(BIN)/python benchmarks/real_data.py
+	$(BIN)/python benchmarks/pipeline.py --source shared
+	$(BIN)/python benchmarks/real_data.py --models cnn --profile laptop
+	$(BIN)/python benchmarks/real_data.py --models mobilenet_025 --profile full --image-size 224
+	$(BIN)/python benchmarks/levers.py
+	$(BIN)/python benchmarks/export.py
 
 clean:
 	rm -rf outputs/smoke outputs/executed .pytest_cache

@@ -1,26 +1,26 @@
-"""Input-pipeline speed: images/s of ``utils.pipeline.make_dataset`` against the seeds' loader and raw decoding.
+"""Input-pipeline speed: images/s of the course's ``utils.data.make_dataset`` against the seeds' loader.
 
 Usage (from the repository root)::
 
-    python benchmarks/pipeline.py [--n 2000] [--image-size 224] [--batch-size 32] [--repeats 3] [--source DIR]
+    python benchmarks/pipeline.py [--source synthetic|shared|DIR] [--n 2000] [--image-size 224]
+                                  [--batch-size 32] [--repeats 3] [--quick]
 
-All loaders read the same N JPEGs (``DIR/<CLASS>/*.jpeg``, default ``../shared/data/chest_xray_224/train``); the
-files are read once beforehand so that every loader finds them in the OS cache. Measured per epoch:
+``--source``: ``synthetic`` (default: the course's synthetic set, generated into a temporary folder, 330 training
+PNGs), ``shared`` (the real Kermany JPEGs in ``../shared/data/chest_xray_224``; skipped with a message when
+absent) or any Kermany-layout folder. Up to N training images, spread evenly over the sorted file list, are read
+once beforehand so that every loader finds them in the OS cache. Measured per epoch:
 
-1. raw decode: ``read_file + decode_jpeg(channels=1) + tf.image.resize`` in a parallel tf.data map, batched,
-   nothing else: the ceiling for a first epoch; (1b) the same plus the 3-channel float32 batch every model
-   input needs (the one step our pipeline must add);
-2. the seeds' loader: Keras 3 has no ``ImageDataGenerator``, so its algorithm is re-done in a Python loop (PIL
-   load as RGB + resize, random rotation +-5 deg / zoom +-10 % / shift +-5 % as ONE affine map applied with
-   ``scipy.ndimage.affine_transform`` per channel, order 1, as ``ImageDataGenerator.apply_transform`` did, /255);
-   (2b) the same map applied by Pillow on the 8-bit image: a faster, generous stand-in for the seeds;
-3. ``make_dataset(training=True, augment=True)``: the first (uncached) epoch, then 3 cached epochs;
-   (3b) the first epoch without augmentation, to compare with raw decode.
+1. raw decode: ``read_file + decode_image(channels=1) + resize`` in a parallel tf.data map, batched, nothing
+   else: the ceiling for a first epoch; (1b) the same plus the 3-channel float32 batch every model takes;
+2. the seeds' loader (``benchmarks/seeds_loader.py``: ``ImageDataGenerator``'s per-image loop, PIL + SciPy
+   affine); (2b) the same with a Pillow affine, a faster, generous stand-in for the seeds;
+3. ``make_dataset(training=True)`` (decode, cache, shuffle, augment): its first (uncached) epoch, then
+   (4) 3 cached epochs; (3b) the first epoch of ``make_dataset(training=False)`` (no augmentation).
 
-Every loader runs ``--repeats`` times, interleaved, and the best run counts (other processes on the machine
-slow runs down at random; the load average is printed). The process's CPU time per image (all threads) is
-printed too: it barely depends on other processes. Projected 10-epoch time: seeds = 10 x one epoch (no
-cache); ours = first epoch + 9 x a cached epoch. Prints numbers, asserts nothing.
+Every loader runs ``--repeats`` times, interleaved, and the best run counts (other processes slow runs down at
+random; the load average is printed), with the process's CPU time per image (all threads), which barely depends on
+other processes. Projected 10 epochs: seeds = 10 x one epoch (no cache); ours = first + 9 x a cached epoch.
+``--quick``: 32 images, one run of each (for the tests). Prints a Markdown table, asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,16 +37,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "chest_xray_224" / "train"
-GOALS = "goals: 10-epoch >= 5x the seeds' loader; first epoch >= 80% of raw decode"
+SHARED_SOURCE = ROOT.parent / "shared" / "data" / "chest_xray_224"
+LOADERS = {
+    "raw": "(1) raw decode: decode_image + resize",
+    "raw_format": "(1b) raw decode + 3-channel float32 batch",
+    "seeds": "(2) seeds' loader (PIL + SciPy affine, as IDG)",
+    "seeds_pil": "(2b) seeds' loader, Pillow affine variant",
+    "first": "(3) course pipeline, first epoch, augmented",
+    "cached": "(4) course pipeline, cached epoch, augmented",
+    "first_plain": "(3b) course pipeline, first epoch, no augment",
+}
 
 
-def find_jpegs(source: Path, n: int) -> list[Path]:
-    """N JPEGs spread evenly over the sorted file list (so every class is represented)."""
-    files = sorted(p for p in source.glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg"})
-    if len(files) > n:
-        files = [files[round(i * len(files) / n)] for i in range(n)]
-    return files
+def training_images(source: Path, n: int) -> list[tuple[str, str]]:
+    """``(path, label)`` of up to N training images of a Kermany-layout folder, spread over the sorted list."""
+    from utils.course.datasets import get_dataset, scan_images
+
+    records, _ = scan_images(get_dataset("pneumonia"), source)
+    files = sorted((str(r.path), r.label) for r in records if r.official_split in ("train", None))
+    return [files[i * len(files) // n] for i in range(n)] if len(files) > n else files
 
 
 def load() -> str:
@@ -57,105 +67,94 @@ def raw_decode(paths: list[str], size: int, batch: int, model_format: bool):
     """Decode + resize only; ``model_format`` adds what every model input needs: 3 channels, float32."""
     import tensorflow as tf
 
-    def load(path):
-        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=1)
+    def decode(path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
         return tf.image.resize(image, [size, size]), 0
 
-    ds = tf.data.Dataset.from_tensor_slices(paths).map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
     if model_format:
         ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def run(args: argparse.Namespace) -> None:
-    import keras
+def measure(files: list[tuple[str, str]], size: int, batch: int, repeats: int, cached_epochs: int) -> dict:
+    """``{loader: [(wall s, CPU s) per epoch]}`` for every loader of :data:`LOADERS`, on the same images."""
     import pandas as pd
-    import tensorflow as tf
 
-    from utils.pipeline import make_dataset
-    from utils.throughput import seeds_loader
-    from utils.throughput import timed_epoch as timed
+    from benchmarks.seeds_loader import seeds_loader, timed_epoch
+    from utils.data import make_dataset
 
-    files = find_jpegs(args.source, args.n)
-    paths = [str(p) for p in files]
-    for p in files:  # warm the OS file cache for every loader alike
-        p.read_bytes()
-    manifest = pd.DataFrame({"path": paths, "label": [p.parent.name for p in files], "split": "train"})
+    paths = [p for p, _ in files]
+    for path in paths:  # warm the OS file cache for every loader alike
+        Path(path).read_bytes()
+    manifest = pd.DataFrame({"path": paths, "label": [label for _, label in files], "split": "train"})
     class_names = sorted(manifest["label"].unique())
-    size, batch, n = args.image_size, args.batch_size, len(paths)
-    print(f"{n} JPEGs from {args.source}, {size} px, batch {batch}, best of {args.repeats} runs")
-    print(
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores, load {load()}"
-    )
-    if hasattr(getattr(keras.preprocessing, "image", None), "ImageDataGenerator"):
-        print("note: this Keras has ImageDataGenerator; its re-implementation below is measured anyway")
+    n = len(paths)
 
-    def ours(augment: bool):
-        return make_dataset(
-            manifest, "train", class_names, image_size=size, batch_size=batch, training=True, augment=augment
-        )
+    def ours(training: bool):
+        return make_dataset(manifest, "train", class_names, image_size=size, batch_size=batch, training=training)
 
     runs: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for repeat in range(args.repeats):
-        runs["raw"].append(timed(raw_decode(paths, size, batch, model_format=False), n))
-        runs["raw_format"].append(timed(raw_decode(paths, size, batch, model_format=True), n))
-        runs["seeds"].append(timed(seeds_loader(paths, size, batch, pil_affine=False, seed=repeat), n))
-        runs["seeds_pil"].append(timed(seeds_loader(paths, size, batch, pil_affine=True, seed=repeat), n))
-        dataset = ours(augment=True)
-        runs["first"].append(timed(dataset, n))
-        runs["cached"] += [timed(dataset, n) for _ in range(3)]
-        runs["first_plain"].append(timed(ours(augment=False), n))
+    for repeat in range(repeats):
+        runs["raw"].append(timed_epoch(raw_decode(paths, size, batch, model_format=False), n))
+        runs["raw_format"].append(timed_epoch(raw_decode(paths, size, batch, model_format=True), n))
+        runs["seeds"].append(timed_epoch(seeds_loader(paths, size, batch, pil_affine=False, seed=repeat), n))
+        runs["seeds_pil"].append(timed_epoch(seeds_loader(paths, size, batch, pil_affine=True, seed=repeat), n))
+        dataset = ours(training=True)
+        runs["first"].append(timed_epoch(dataset, n))
+        runs["cached"] += [timed_epoch(dataset, n) for _ in range(cached_epochs)]
+        runs["first_plain"].append(timed_epoch(ours(training=False), n))
+    return runs
+
+
+def report(runs: dict, n: int) -> None:
     best = {key: min(wall for wall, _ in times) for key, times in runs.items()}
     cpu = {key: min(c for _, c in times) for key, times in runs.items()}
-
-    print(f"\nper epoch: images/s (best run; median run), CPU ms per image (least), load {load()}:")
-    for key, label in [
-        ("raw", "(1) raw decode: decode_jpeg + resize"),
-        ("raw_format", "(1b) raw decode + batch, 3 channels float32"),
-        ("seeds", "(2) seeds' loader (scipy.ndimage, as IDG)"),
-        ("seeds_pil", "(2b) seeds' loader, Pillow affine variant"),
-        ("first", "(3) ours, first (uncached) epoch, augment"),
-        ("cached", "(4) ours, cached epochs, augment"),
-        ("first_plain", "(3b) ours, first (uncached) epoch, no augment"),
-    ]:
+    print("\n| loader | images/s (best) | images/s (median) | CPU ms/image |\n|---|---|---|---|")
+    for key, label in LOADERS.items():
         median = statistics.median(wall for wall, _ in runs[key])
-        print(f"  {label:<48} {n / best[key]:7.0f}  ({n / median:5.0f})  {1000 * cpu[key] / n:6.2f} ms")
-
-    ours_10 = best["first"] + 9 * best["cached"]
-    print("\nprojected 10 epochs with augmentation (seeds: 10 x one epoch; ours: first + 9 x cached):")
-    for key, label in [("seeds", "seeds' loader (scipy, as IDG)"), ("seeds_pil", "seeds' loader (Pillow)")]:
-        print(
-            f"  {label:<30} {10 * best[key]:7.1f} s   ours {ours_10:6.1f} s   speed-up {10 * best[key] / ours_10:5.1f}x"
-        )
-    ours_cpu = cpu["first"] + 9 * cpu["cached"]
-    print("  CPU time instead (robust to other processes; ours uses all cores, the seeds' loop one):")
-    for key, label in [("seeds", "seeds' loader (scipy, as IDG)"), ("seeds_pil", "seeds' loader (Pillow)")]:
-        print(
-            f"  {label:<30} {10 * cpu[key]:7.1f} s   ours {ours_cpu:6.1f} s   ratio    {10 * cpu[key] / ours_cpu:5.1f}x"
-        )
-    print("first epoch rate / raw decode rate:")
+        print(f"| {label} | {n / best[key]:.0f} | {n / median:.0f} | {1000 * cpu[key] / n:.2f} |")
+    ours, ours_cpu = best["first"] + 9 * best["cached"], cpu["first"] + 9 * cpu["cached"]
+    print(f"\nprojected 10 augmented epochs (seeds: 10 x one epoch; ours: first + 9 x cached), load {load()}:")
+    for key, label in [("seeds", "seeds' loader (SciPy, as IDG)"), ("seeds_pil", "seeds' loader (Pillow)")]:
+        print(f"  {label:<30} {10 * best[key]:7.1f} s, ours {ours:6.1f} s: speed-up {10 * best[key] / ours:5.1f}x "
+              f"({10 * cpu[key] / ours_cpu:4.1f}x in CPU time)")  # fmt: skip
     for key, label in [("first_plain", "no augmentation"), ("first", "with augmentation")]:
-        print(
-            f"  {label:<18} vs (1) {best['raw'] / best[key]:5.0%}   vs (1b) {best['raw_format'] / best[key]:5.0%}"
-            f"   (CPU time: vs (1) {cpu['raw'] / cpu[key]:4.0%}, vs (1b) {cpu['raw_format'] / cpu[key]:4.0%})"
-        )
-    print(GOALS)
+        print(f"  first epoch {label:<18} at {best['raw'] / best[key]:4.0%} of raw decode, "
+              f"{best['raw_format'] / best[key]:4.0%} of (1b)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=2000, help="number of JPEGs (default 2000)")
+    parser.add_argument("--source", default="synthetic", help="synthetic (default), shared, or a Kermany-layout DIR")
+    parser.add_argument("--n", type=int, default=2000, help="at most N training images (default 2000)")
     parser.add_argument("--image-size", type=int, default=224, help="square side S in pixels (default 224)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="runs of each loader; the best counts (default 3)"
-    )
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="folder with <CLASS>/*.jpeg")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each loader; the best counts (default 3)")
+    parser.add_argument("--quick", action="store_true", help="32 images, one run of each loader (for tests)")
     args = parser.parse_args(argv)
-    if not args.source.is_dir() or not find_jpegs(args.source, 1):
-        print(f"Skipped: no <CLASS>/*.jpeg images under {args.source} (pass --source DIR).")
+    n, repeats, cached = (min(args.n, 32), 1, 1) if args.quick else (args.n, args.repeats, 3)
+
+    source = None if args.source == "synthetic" else Path(SHARED_SOURCE if args.source == "shared" else args.source)
+    if source is not None and not source.expanduser().is_dir():
+        print(f"Skipped: no folder of images at {source} (pass --source synthetic, shared or DIR).")
         return 0
-    run(args)
+
+    from utils.course.runtime import quiet_libraries
+    from utils.course.synthetic import CLASSES, COUNTS, generate_synthetic
+
+    tf = quiet_libraries()
+    with tempfile.TemporaryDirectory() as tmp:
+        what = "the course's synthetic set" if source is None else str(source)
+        if source is None:  # --quick needs 32 training images of the 330
+            counts = {s: {c: 12 if s == "train" else 1 for c in CLASSES} for s in COUNTS} if args.quick else COUNTS
+            source = generate_synthetic(Path(tmp) / "synthetic", counts)
+        source = source.expanduser()
+        files = training_images(source, n)
+        print(f"{len(files)} training images of {what}, {args.image_size} px, batch {args.batch_size}, best of "
+              f"{repeats} run(s); TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, load {load()}")  # fmt: skip
+        runs = measure(files, args.image_size, args.batch_size, repeats, cached)
+    report(runs, len(files))
     return 0
 
 

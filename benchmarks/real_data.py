@@ -1,33 +1,34 @@
-"""Train and test the custom CNN and MobileNet (alpha 0.25, real ImageNet weights) on real chest X-rays.
+"""Train and score course models on real chest X-rays, through the course's own functions.
 
 Usage (from the repository root)::
 
-    python benchmarks/real_data.py [--source DIR] [--models cnn mobilenet_025] [--profile laptop]
-                                   [--epochs N N] [--image-size S] [--weights-file FILE]
+    python benchmarks/real_data.py [--models cnn mobilenet_025] [--profile laptop] [--epochs N [N]]
+                                   [--image-size S] [--weights FILE] [--dataset pneumonia|pneumonia3]
+                                   [--source DIR] [--output DIR] [--quick]
 
 ``DIR`` (default ``../shared/data/chest_xray_224``) is a Kermany-layout folder (``train/`` and ``test/``, each
-with ``NORMAL/`` and ``PNEUMONIA/``); it is prepared as the ``pneumonia`` dataset through the course's own code
-(patient-wise 85/15 train/validation split; the official test images stay the test split). Everything goes
-under ``outputs/benchmarks/`` (its own data and output folders: ``data/`` and ``outputs/runs`` are untouched).
-MobileNet starts from the official Keras ImageNet file ``mobilenet_2_5_224_tf_no_top.h5`` (default
-``../shared/weights/``), passed as a file path: Keras names its MobileNet files by input size, and only the
-224 px file exists offline, while convolution weights do not depend on the input size.
+with ``NORMAL/`` and ``PNEUMONIA/``). It is prepared with ``utils.course.manifest.prepare_dataset`` (patient-wise
+85/15 train/validation split; the official test images stay the test split) and every model is trained with
+``utils.course.experiment.train_model``, like ``python -m utils train``, but with data and runs under
+``--output`` (default ``outputs/benchmarks/``): ``data/`` and ``outputs/runs`` are untouched. MobileNet 0.25
+starts from the Keras ImageNet file ``--weights`` (default ``../shared/weights/mobilenet_2_5_224_tf_no_top.h5``,
+else the copy in ``weights/``); the other models get the profile's weights (the CNN: random).
 
-Prints, per model: accuracy, ROC-AUC, macro-F1, sensitivity and specificity on the test split at the threshold
-chosen on the validation split (Youden's J) and at argmax, wall time, training images/s and the weights used;
-writes ``outputs/benchmarks/real_data.json``. Targets on a 2-core CPU: each model <= 30 minutes, accuracy
->= 0.93 and AUC >= 0.97 (Kermany et al. 2018 report 92.8% and 0.968 on their full test split). Skips with a
-message (exit 0) when the source folder is absent.
+For each model, on the validation and the test split: accuracy, ROC-AUC with its 95% bootstrap interval
+(``utils.metrics.scores_with_ci``), sensitivity and specificity, at the threshold chosen on validation
+(``run.threshold``; argmax for three classes); training minutes and the weights used. Writes
+``<output>/real_data.json`` (the latest result of each model, dataset, profile and image size: a later
+invocation replaces only its own models' rows) and prints a Markdown table of this invocation's models. Skips with a message (exit 0) when the source folder is
+absent. ``--quick``: the course's synthetic set (small, generated under the output folder), the smoke profile,
+1 + 1 epochs and 200 bootstrap draws, into ``outputs/benchmarks/quick/`` (for the tests).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,122 +37,137 @@ sys.path.insert(0, str(ROOT))
 
 SHARED = ROOT.parent / "shared"
 DEFAULT_SOURCE = SHARED / "data" / "chest_xray_224"
-DEFAULT_WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+WEIGHTS_NAME = "mobilenet_2_5_224_tf_no_top.h5"
+DEFAULT_WEIGHTS = next((p for p in (SHARED / "weights" / WEIGHTS_NAME, ROOT / "weights" / WEIGHTS_NAME) if p.is_file()),
+                       SHARED / "weights" / WEIGHTS_NAME)  # fmt: skip
 OUTPUT = ROOT / "outputs" / "benchmarks"
-TARGETS = (
-    "targets: <= 30 min per model on 2 cores; accuracy >= 0.93, AUC >= 0.97 (Kermany 2018: 0.928 / 0.968)"
-)
-METRICS = ("accuracy", "roc_auc", "macro_f1", "sensitivity", "specificity")
+QUICK_COUNTS = {"train": {"NORMAL": 16, "BACTERIA": 12, "VIRUS": 12}, "test": {"NORMAL": 8, "BACTERIA": 4, "VIRUS": 4}}
+SPLITS = ("val", "test")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="Kermany-layout folder")
-    parser.add_argument("--models", nargs="+", default=["cnn", "mobilenet_025"], help="registry names")
-    parser.add_argument("--profile", default="laptop", help="run profile (default laptop)")
-    parser.add_argument("--epochs", nargs=2, type=int, metavar=("HEAD", "FINETUNE"), help="epochs per phase")
+    parser.add_argument("--models", nargs="+", default=["cnn", "mobilenet_025"], help="names of utils.models.MODELS")
+    parser.add_argument("--profile", help="run profile (default laptop; smoke with --quick)")
+    parser.add_argument("--epochs", nargs="+", type=int, metavar="N", help="N (cnn), or HEAD FINETUNE (transfer)")
     parser.add_argument("--image-size", type=int, help="input size (default: the profile's)")
-    parser.add_argument(
-        "--weights-file", type=Path, default=DEFAULT_WEIGHTS, help="ImageNet file for MobileNet"
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="ImageNet file for MobileNet 0.25")
+    parser.add_argument("--dataset", choices=["pneumonia", "pneumonia3"], default="pneumonia")
+    parser.add_argument("--source", type=Path, help=f"Kermany-layout folder (default {DEFAULT_SOURCE})")
+    parser.add_argument("--output", type=Path, help="where data, runs and the JSON go (default outputs/benchmarks)")
+    parser.add_argument("--n-boot", type=int, help="bootstrap draws for the intervals (default 1000)")
+    parser.add_argument("--quick", action="store_true", help="a tiny run on the synthetic set (for tests)")
+    args = parser.parse_args(argv)
+    if args.epochs and len(args.epochs) > 2:
+        parser.error("--epochs takes one number (the CNN) or two (transfer: head and fine-tuning)")
+    quick = args.quick
+    args.profile = args.profile or ("smoke" if quick else "laptop")
+    args.epochs = args.epochs or ([1, 1] if quick else None)
+    args.output = (args.output or (OUTPUT / "quick" if quick else OUTPUT)).expanduser().resolve()
+    args.n_boot = args.n_boot or (200 if quick else 1000)
+    return args
+
+
+def make_settings(args: argparse.Namespace, source: Path):
+    """The course's settings with this benchmark's profile, sizes, dataset and folders."""
+    from utils.course.config import get_settings
+
+    changes = {}
+    if args.epochs:
+        head, finetune = (*args.epochs, 0)[:2]
+        changes |= {"epochs": head + finetune, "head_epochs": head, "finetune_epochs": finetune}
+    if args.image_size:
+        changes["image_size"] = args.image_size
+    dataset = args.dataset.replace("pneumonia", "synthetic") if args.quick else args.dataset
+    return get_settings(args.profile).with_(
+        dataset=dataset, source=source.resolve(), data_dir=args.output / "data", output_dir=args.output, **changes
     )
-    parser.add_argument("--output", type=Path, default=OUTPUT, help="where data, runs and the JSON go")
-    return parser.parse_args(argv)
 
 
-def source_problem(source: Path) -> str | None:
-    """Why ``source`` cannot be used, or None."""
-    missing = [f"{split}/{label}" for split in ("train", "test") for label in ("NORMAL", "PNEUMONIA")]
-    missing = [m for m in missing if not (source / m).is_dir()]
-    if missing:
-        return f"no Kermany-layout folder at {source} (missing {', '.join(missing)}); pass --source DIR"
-    return None
+def score_run(run, model: str, n_boot: int) -> dict:
+    """What the table and the JSON report about one finished run."""
+    from utils.metrics import scores_with_ci
+
+    config = run.config
+    manifest = run.manifest()
+    row = {
+        "model": model, "run_dir": str(run.path), "dataset": config["dataset"], "profile": config["profile"]["name"],
+        "image_size": config["image_size"], "weights_used": config["weights_used"], "threshold": run.threshold,
+        "train_minutes": round(config["train_time_s"] / 60, 2), "epochs_run": len(run.history()),
+        "images": {s: manifest[manifest["split"] == s]["label"].value_counts().sort_index().to_dict()
+                   for s in ("train", *SPLITS)},
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }  # fmt: skip
+    for split in SPLITS:
+        scores = scores_with_ci(*run.arrays(split), run.threshold, n_boot=n_boot)
+        row[split] = {name: list(values) for name, values in scores.items()}
+    return row
 
 
-def weights_for(model: str, weights_file: Path) -> str:
-    """The weights to ask for: the ImageNet file for MobileNet 0.25, the profile's choice otherwise."""
-    if model == "mobilenet_025":
-        if not weights_file.is_file():
-            raise SystemExit(f"error: the ImageNet weights file {weights_file} is missing (--weights-file).")
-        return str(weights_file)
-    return "none" if model == "cnn" else "auto"
+def run(args: argparse.Namespace, source: Path) -> list[dict]:
+    from utils.course.runtime import quiet_libraries
 
+    quiet_libraries()  # before anything imports TensorFlow
+    from utils.course.experiment import train_model
+    from utils.course.manifest import prepare_dataset
 
-def scores(predictions, class_names) -> dict[str, dict[str, float]]:
-    """Test scores at the validation-chosen threshold and at argmax."""
-    from utils.evaluation import evaluate_predictions
-
-    result = {}
-    for rule, source in (("val_threshold", "val"), ("argmax", None)):
-        metrics = evaluate_predictions(predictions, class_names, split="test", threshold_from=source)
-        result[rule] = {key: round(float(metrics[key]), 4) for key in METRICS}
-        result[rule]["threshold"] = metrics["threshold"]
-    return result
-
-
-def run(args: argparse.Namespace) -> list[dict]:
-    from utils.config import get_settings
-    from utils.experiment import course_datasets, train_course_model
-    from utils.prepare import load_dataset, prepare_dataset
-
-    settings = dataclasses.replace(
-        get_settings(args.profile), data_dir=args.output / "data", output_dir=args.output, source=args.source
-    )
-    prepared = prepare_dataset("pneumonia", settings, source=args.source)
+    settings = make_settings(args, source)
+    prepared = prepare_dataset(settings, settings.dataset)
+    counts = prepared.manifest.groupby(["split", "label"]).size().to_dict()
+    print(f"{settings.dataset} from {source}: {len(prepared.manifest)} images {counts}; profile "
+          f"{settings.profile.name}, {settings.profile.image_size} px", flush=True)  # fmt: skip
     summary = []
     for model in args.models:
-        started = time.time()
-        data = course_datasets(load_dataset("pneumonia", settings), settings, image_size=args.image_size)
-        counts = data.manifest.groupby(["split", "label"]).size().to_dict()
-        result = train_course_model(
-            model,
-            settings,
-            data=data,
-            epochs=tuple(args.epochs) if args.epochs else None,
-            weights=weights_for(model, args.weights_file),
-            verbose=2,
-        )
-        wall = time.time() - started
-        config = result.config
-        row = {
-            "model": model,
-            "run_dir": str(result.run_dir),
-            "weights_used": config["weights_used"],
-            "profile": config["profile"],
-            "image_size": config["image_size"],
-            "images": {f"{s}/{label}": int(n) for (s, label), n in counts.items()},
-            "epochs_run": config["epochs_run"],
-            "wall_time_s": round(wall, 1),
-            "train_images_per_s": config["train_images_per_s"],
-            "load_average": round(os.getloadavg()[0], 2),
-            "test": scores(result.predictions, data.class_names),
-        }
-        summary.append(row)
-        print(json.dumps(row, indent=1, default=str), flush=True)
-    print(f"\nprepared {len(prepared.manifest)} images from {args.source}")
+        chosen = settings.with_(weights=str(args.weights)) if model == "mobilenet_025" else settings
+        summary.append(score_run(train_model(chosen, model), model, args.n_boot))
+        save(args.output / "real_data.json", summary)  # after each model: a crash keeps the finished ones
     return summary
 
 
-def print_table(summary: list[dict]) -> None:
-    print(f"\n{'model':<14} {'rule':<14} " + " ".join(f"{m:>11}" for m in METRICS) + "  wall   weights")
+def save(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` into the JSON file, replacing earlier rows of the same model, dataset, profile and size
+    and keeping the others (one invocation per model keeps every model's latest result)."""
+    def key(row: dict) -> tuple:
+        return row["model"], row["dataset"], row["profile"], row["image_size"]
+
+    old = json.loads(path.read_text()) if path.is_file() else []
+    new = {key(row) for row in rows}
+    path.write_text(json.dumps([row for row in old if key(row) not in new] + rows, indent=1))
+
+
+def markdown_table(summary: list[dict]) -> str:
+    def value(scores: dict, name: str) -> str:
+        return f"{scores[name][0]:.3f}" if name in scores else "n/a"
+
+    lines = ["| model | split | images | accuracy | AUC [95% CI] | sensitivity | specificity | threshold | "
+             "epochs | train min | weights |", "|" + "---|" * 11]  # fmt: skip
     for row in summary:
-        for rule, values in row["test"].items():
-            cells = " ".join(f"{values[m]:11.3f}" for m in METRICS)
-            print(
-                f"{row['model']:<14} {rule:<14} {cells}  {row['wall_time_s'] / 60:4.1f}m  {row['weights_used'][:50]}"
-            )
-    print(TARGETS)
+        threshold = "argmax" if row["threshold"] is None else f"{row['threshold']:.3f}"
+        for split in SPLITS:
+            s = row[split]
+            auc = f"{s['AUC'][0]:.3f} [{s['AUC'][1]:.3f}, {s['AUC'][2]:.3f}]"
+            lines.append(f"| {row['model']} | {split} | {sum(row['images'][split].values())} | {value(s, 'accuracy')} | "
+                         f"{auc} | {value(s, 'sensitivity')} | {value(s, 'specificity')} | {threshold} | "
+                         f"{row['epochs_run']} | {row['train_minutes']:.1f} | {row['weights_used']} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    problem = source_problem(args.source)
-    if problem:
-        print(f"Skipped: {problem}.")
+    source = None if args.quick and args.source is None else (args.source or DEFAULT_SOURCE).expanduser()
+    if source is not None and not (source / "train").is_dir():
+        print(f"Skipped: no Kermany-layout folder (train/ and test/) at {source}; pass --source DIR.")
         return 0
-    summary = run(args)
+    if "mobilenet_025" in args.models and not args.weights.is_file():
+        print(f"error: the ImageNet weights file {args.weights} is missing (--weights FILE).", file=sys.stderr)
+        return 2
+    if source is None:
+        from utils.course.synthetic import generate_synthetic
+
+        source = generate_synthetic(args.output / "synthetic", QUICK_COUNTS, seed=1)
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "real_data.json").write_text(json.dumps(summary, indent=1, default=str))
-    print_table(summary)
+    summary = run(args, source)
+    print(f"\n{markdown_table(summary)}\n\n{args.output / 'real_data.json'}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """Shared test helpers: tiny image trees written with Pillow, a small synthetic dataset made once per session, a
-hermetic environment (no ``CXR_*`` or Kaggle variables leak in) and the optional real data in ../shared."""
+hermetic environment (no ``CXR_*`` or Kaggle variables leak in)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from utils.course.config import PROJECT_ROOT  # noqa: E402
-
-SHARED = PROJECT_ROOT.parent / "shared"
 CXR_VARIABLES = ("CXR_PROFILE", "CXR_DATASET", "CXR_DATA_DIR", "CXR_OUTPUT_DIR", "CXR_SEED", "CXR_SOURCE", "CXR_WEIGHTS")
 KAGGLE_VARIABLES = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR")
 # Small enough to generate in a few seconds, large enough that every split gets both classes.
@@ -56,10 +53,3 @@ def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return generate_synthetic(tmp_path_factory.mktemp("synthetic") / "synthetic", SMALL_COUNTS, seed=3)
 
-
-@pytest.fixture
-def shared_dir() -> Path:
-    """``../shared`` beside the project, or skip (a user's machine and CI have none)."""
-    if not SHARED.is_dir():
-        pytest.skip("../shared is absent (it exists only on the course's build machines)")
-    return SHARED

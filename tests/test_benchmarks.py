@@ -121,3 +121,12 @@ def test_real_data_scores_match_the_runs_saved_predictions(quick_real_data):
             assert cells[2] == str(len(rows)) and cells[3] == f"{scores['accuracy'][0]:.3f}"
             assert cells[4] == f"{auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}]"
             assert cells[7] == f"{row['threshold']:.3f}" and cells[10] == row["weights_used"]
+
+
+def test_real_data_json_keeps_other_models_rows(tmp_path):
+    save = load_script("real_data").save
+    path = tmp_path / "real_data.json"
+    row = {"model": "cnn", "dataset": "pneumonia", "profile": "laptop", "image_size": 128, "auc": 0.5}
+    save(path, [row, row | {"model": "mobilenet_025", "profile": "full", "image_size": 224}])
+    save(path, [row | {"auc": 0.9}])
+    assert [(r["model"], r["auc"]) for r in json.loads(path.read_text())] == [("mobilenet_025", 0.5), ("cnn", 0.9)]

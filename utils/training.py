@@ -59,7 +59,8 @@ def make_callbacks(val_ds: tf.data.Dataset, run_dir: Path, patience: int, phase:
     """The callbacks of one training phase; ``ValidationAUC`` first, because the others read its ``val_auc``."""
     return [
         ValidationAUC(val_ds),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, min_delta=0.001,  # a real gain
+                                      restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.3, patience=max(1, patience // 2)),
         keras.callbacks.CSVLogger(run_dir / f"history-{phase}.csv", append=True),  # the learning curves
         keras.callbacks.BackupAndRestore(run_dir / "backup" / phase),  # an interrupted run resumes from here

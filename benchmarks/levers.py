@@ -1,0 +1,415 @@
+"""Levers against the shifted Kermany test split that need no retraining (issue 13), scored on validation and test.
+
+Usage (from the repository root)::
+
+    python benchmarks/levers.py [--runs DIR ...] [--output DIR] [--n-boot N] [--no-tta] [--quick]
+
+``--runs``: run folders (a model folder stands for its ``LATEST`` run); default: the latest complete run of every
+model under ``<output>/runs/pneumonia/`` (``--output`` defaults to ``outputs/benchmarks/``). For each run, at the
+decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap intervals
+(``utils.metrics.scores_with_ci``):
+
+1. **baseline**: the saved probabilities at the threshold chosen on validation (``run.threshold``);
+2. **EM prior shift**: the probabilities of each split re-weighted to the class prior that EM estimates from that
+   split's own unlabelled predictions (:func:`prior_shift_em`; Saerens, Latinne & Decaestecker 2002), at the same
+   validation threshold. Three reference ("training") priors: the training split's class shares (``manifest``);
+   the prior the loss effectively saw: training uses balanced class weights, so every class counts the same
+   (``class-weighted``); and validation's own EM estimate (``EM of val``, EM started from the manifest prior on
+   both splits), the domain the threshold was chosen in: then only the difference between the test split's
+   estimated prior and validation's moves anything, and validation stays exactly as it was;
+3. **TTA**: the mean probability over a few small deterministic shifts and zooms of each image (no flips: a
+   mirrored chest X-ray puts the heart on the wrong side), threshold re-chosen on the TTA validation probabilities;
+4. **ensemble**: the mean probability of the runs (CNN and MobileNet when both exist), on the images they share,
+   threshold chosen on the ensemble's validation probabilities (``choose_threshold``).
+
+Nothing is chosen on the test split: every threshold comes from validation, and EM reads test predictions without
+their labels. Prints a Markdown table and the EM details; writes ``<output>/levers.json``. ``--quick``: two tiny
+fake runs (a fixed-weight brightness model on generated images, seconds) under ``<output>`` (default
+``outputs/benchmarks/quick-levers/``), 200 bootstrap draws (for the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+OUTPUT = ROOT / "outputs" / "benchmarks"
+SPLITS = ("val", "test")
+METRICS = ("accuracy", "AUC", "sensitivity", "specificity")
+# Test-time views: (zoom, shift x, shift y), shifts as fractions of the side; zoom > 1 enlarges the content.
+# Within what training augmentation shows (zoom +-10%, shift +-5%, empty borders black).
+VIEWS = {"identity": (1.0, 0.0, 0.0), "zoom in 5%": (1.05, 0.0, 0.0), "zoom out 5%": (0.95, 0.0, 0.0),
+         "shift +3% x, +3% y": (1.0, 0.03, 0.03), "shift -3% x, -3% y": (1.0, -0.03, -0.03)}  # fmt: skip
+
+
+# --- label shift: EM re-estimation of the class prior -------------------------------------------------------------
+
+
+def reweight(probs: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """Posteriors moved to another class prior: ``p'(y|x) ∝ p(y|x) · ratio[y]``, rows renormalised to sum 1.
+    A ratio equal for every class changes nothing: ``probs`` come back as given (saved float32 rows that sum to
+    1 +- 1e-7 are not renormalised, so that a score lying exactly on a threshold stays on its side)."""
+    probs, ratio = np.asarray(probs, float), np.asarray(ratio, float)
+    if np.all(ratio == ratio.flat[0]):
+        return probs.copy()
+    weighted = probs * ratio
+    return weighted / weighted.sum(axis=1, keepdims=True)
+
+
+def prior_shift_em(
+    probs: np.ndarray, train_prior: np.ndarray, max_iter: int = 100, tol: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Adapt a classifier's posteriors to the unknown class prior of new, unlabelled data (label shift).
+
+    Saerens, Latinne & Decaestecker (2002), "Adjusting the outputs of a classifier to new a priori probabilities:
+    a simple procedure", Neural Computation 14(1). Assumes that only the class shares changed, not what each class
+    looks like, and that ``probs`` are calibrated posteriors under ``train_prior``. Starting from the training
+    prior, EM alternates
+
+    - E step: re-weight every posterior to the current prior estimate,
+      ``p'(y|x) ∝ p(y|x) · prior(y) / train_prior(y)``;
+    - M step: the new prior estimate is the mean of the re-weighted posteriors;
+
+    until no class share moves by ``tol`` or more (at most ``max_iter`` rounds). Each round cannot lower the
+    likelihood of the unlabelled data; the fixed point is the maximum-likelihood prior.
+
+    Args:
+        probs: ``(N, C)`` posteriors of the new data (rows sum to 1), in class order.
+        train_prior: ``(C,)`` class shares the posteriors are calibrated to (positive, summing to 1).
+        max_iter: at most this many E+M rounds.
+        tol: convergence: the largest change of a class share in the last round is below ``tol``.
+
+    Returns:
+        ``(adjusted_probs, test_prior, iterations)``: the posteriors re-weighted to the estimated prior, the
+        estimated prior ``(C,)``, and the rounds run. Data whose mean posterior already equals ``train_prior``
+        is returned unchanged after one round.
+    """
+    probs = np.asarray(probs, float)
+    train_prior = np.asarray(train_prior, float)
+    if probs.ndim != 2 or train_prior.shape != (probs.shape[1],):
+        raise ValueError(f"probs must be (N, C) and train_prior (C,); got {probs.shape} and {train_prior.shape}")
+    if np.any(train_prior <= 0) or not np.isclose(train_prior.sum(), 1):
+        raise ValueError(f"train_prior must be positive and sum to 1; got {train_prior}")
+    prior, iterations = train_prior.copy(), 0
+    while iterations < max_iter:
+        iterations += 1
+        new_prior = reweight(probs, prior / train_prior).mean(axis=0)  # E step, then M step
+        change = np.abs(new_prior - prior).max()
+        prior = new_prior
+        if change < tol:
+            break
+    return reweight(probs, prior / train_prior), prior, iterations
+
+
+def moved_threshold(threshold: float, train_prior: np.ndarray, new_prior: np.ndarray) -> float:
+    """For two classes: the cutoff on the unadjusted ``p(class 1)`` that gives the same decisions as ``threshold``
+    on the posteriors re-weighted from ``train_prior`` to ``new_prior`` (odds scaled by the prior ratios)."""
+    if threshold >= 1:
+        return 1.0
+    r0, r1 = np.asarray(new_prior, float) / np.asarray(train_prior, float)
+    odds = threshold / (1 - threshold) * r0 / r1
+    return float(odds / (1 + odds))
+
+
+def train_priors(run) -> dict[str, np.ndarray]:
+    """The class shares of the run's training split (``manifest``) and the prior the loss effectively saw with
+    the course's class weights, shares x weights renormalised (``class-weighted``; uniform for balanced weights)."""
+    from utils.data import class_weights
+
+    labels = run.manifest().query("split == 'train'")["label"]
+    counts = labels.value_counts().reindex(run.class_names, fill_value=0).to_numpy(float)
+    weights = class_weights(labels, run.class_names)
+    weighted = counts * np.array([weights[i] for i in range(len(run.class_names))])
+    return {"manifest": counts / counts.sum(), "class-weighted": weighted / weighted.sum()}
+
+
+# --- test-time augmentation ----------------------------------------------------------------------------------------
+
+
+def view_transform(zoom: float, shift_x: float, shift_y: float, size: int) -> np.ndarray:
+    """The 8 numbers of a projective transform (output pixel -> input pixel, as ``keras.ops.image.affine_transform``
+    takes them) that zooms about the centre by ``zoom`` and moves the content by the shifts (fractions of ``size``)."""
+    centre = (size - 1) / 2
+    a = 1 / zoom
+    return np.array([a, 0, centre * (1 - a) - shift_x * size, 0, a, centre * (1 - a) - shift_y * size, 0, 0], np.float32)
+
+
+def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """``{view: (N, C) probabilities}`` of every view of :data:`VIEWS`; images decoded like in training."""
+    import keras
+
+    from utils.data import load_images
+
+    out: dict[str, list[np.ndarray]] = {name: [] for name in VIEWS}
+    for start in range(0, len(paths), batch_size):
+        images = load_images(paths[start : start + batch_size], image_size)
+        batch = []
+        for zoom, dx, dy in VIEWS.values():
+            if (zoom, dx, dy) == (1.0, 0.0, 0.0):
+                batch.append(images)
+            else:
+                transform = view_transform(zoom, dx, dy, image_size)
+                batch.append(keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
+                    images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0)))  # fmt: skip
+        probs = keras.ops.convert_to_numpy(model(np.concatenate(batch), training=False))
+        for name, part in zip(VIEWS, np.split(probs, len(VIEWS)), strict=True):
+            out[name].append(part)
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+# --- scoring -------------------------------------------------------------------------------------------------------
+
+
+def split_rows(run, split: str):
+    """``(paths, y, probs)`` of one split of a run's saved predictions, in their saved order."""
+    rows = run.predictions().query("split == @split")
+    y, probs = run.arrays(split)
+    return rows["path"].astype(str).tolist(), y, probs
+
+
+def score(y: np.ndarray, probs: np.ndarray, threshold: float, n_boot: int) -> dict[str, list[float]]:
+    from utils.metrics import scores_with_ci
+
+    return {name: list(v) for name, v in scores_with_ci(y, probs, threshold, n_boot=n_boot).items() if name in METRICS}
+
+
+def levers_of_run(run, n_boot: int, tta: bool) -> tuple[list[dict], dict]:
+    """The rows of one run (baseline, EM with each reference prior, TTA) and the EM and TTA details."""
+    from utils.metrics import choose_threshold, roc_auc
+
+    name, threshold = run.model_name, run.threshold
+    data = {split: split_rows(run, split) for split in SPLITS}
+    rows = [{"model": name, "lever": "baseline", "threshold": threshold,
+             **{s: score(y, p, threshold, n_boot) for s, (_, y, p) in data.items()}}]  # fmt: skip
+    details: dict = {"run_dir": str(run.path), "threshold": threshold, "em": {}}
+    priors = train_priors(run)
+    estimates = {(prior_name, split): prior_shift_em(p, prior)[1:] for prior_name, prior in priors.items()
+                 for split, (_, _, p) in data.items()}  # fmt: skip
+    # The threshold was chosen on validation: taking validation's own EM prior as the reference moves the
+    # probabilities only by how the test split's estimated prior differs from validation's (none on validation).
+    references = priors | {"EM of val": estimates["manifest", "val"][0]}
+    for prior_name, reference in references.items():
+        source = "manifest" if prior_name == "EM of val" else prior_name
+        row = {"model": name, "lever": f"EM prior shift (π_train {prior_name} {fmt_prior(reference)})",
+               "threshold": threshold}  # fmt: skip
+        em = {"train_prior": reference.round(4).tolist(), "em_started_from": source}
+        for split, (_, y, p) in data.items():
+            estimate, iterations = estimates[source, split]
+            adjusted = reweight(p, estimate / reference)
+            row[split] = score(y, adjusted, threshold, n_boot)
+            em[split] = {"estimated_prior": estimate.round(4).tolist(), "iterations": iterations,
+                         "true_prior": (np.bincount(y, minlength=p.shape[1]) / len(y)).round(4).tolist(),
+                         "moved_threshold": round(moved_threshold(threshold, reference, estimate), 4),
+                         "max_abs_change": round(float(np.abs(adjusted - p).max()), 4),
+                         "decisions_changed": int(((adjusted[:, 1] >= threshold) != (p[:, 1] >= threshold)).sum())}  # fmt: skip
+        details["em"][prior_name] = em
+        rows.append(row)
+    if tta:
+        model, size = run.load_model(), int(run.config["image_size"])
+        views = {split: tta_probs(model, paths, size) for split, (paths, _, _) in data.items()}
+        mean = {split: np.mean(list(v.values()), axis=0) for split, v in views.items()}
+        tta_threshold = choose_threshold(data["val"][1], mean["val"])
+        rows.append({"model": name, "lever": f"TTA ({len(VIEWS)} views), threshold re-chosen on val",
+                     "threshold": tta_threshold,
+                     **{s: score(data[s][1], mean[s], tta_threshold, n_boot) for s in SPLITS}})  # fmt: skip
+        details["tta"] = {"views": list(VIEWS), "image_size": size, "threshold": tta_threshold,
+                          "identity_vs_saved_max_abs_diff": {s: float(np.abs(views[s]["identity"] - data[s][2]).max())
+                                                             for s in SPLITS},
+                          "per_view_auc": {s: {v: round(roc_auc(data[s][1], p), 4) for v, p in views[s].items()}
+                                           for s in SPLITS}}  # fmt: skip
+    return rows, details
+
+
+def ensemble(runs: list, n_boot: int) -> tuple[dict, dict]:
+    """The mean probability of ``runs`` on the images they all scored, threshold chosen on its validation part."""
+    from utils.metrics import choose_threshold
+
+    merged, counts = {}, {}
+    for split in SPLITS:
+        tables = []
+        for run in runs:
+            paths, y, p = split_rows(run, split)
+            tables.append({path: (label, prob) for path, label, prob in zip(paths, y, p, strict=True)})
+        shared = [path for path in tables[0] if all(path in t for t in tables[1:])]
+        y = np.array([tables[0][path][0] for path in shared])
+        if any(t[path][0] != tables[0][path][0] for t in tables[1:] for path in shared):
+            raise ValueError(f"The runs disagree about the labels of some {split} images.")
+        merged[split] = y, np.mean([[t[path][1] for path in shared] for t in tables], axis=0)
+        counts[split] = len(shared)
+    threshold = choose_threshold(*merged["val"])
+    name = "+".join(run.model_name for run in runs)
+    row = {"model": name, "lever": "ensemble (mean probability), threshold chosen on val", "threshold": threshold,
+           **{s: score(*merged[s], threshold, n_boot) for s in SPLITS}}  # fmt: skip
+    return row, {"models": name, "threshold": threshold, "images": counts}
+
+
+def fmt_prior(prior: np.ndarray) -> str:
+    return "/".join(f"{p:.2f}" for p in prior)
+
+
+def markdown_table(rows: list[dict], images: dict[str, str]) -> str:
+    def cells(s: dict) -> list[str]:
+        auc = s["AUC"]
+        return [f"{s['accuracy'][0]:.3f}", f"{auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}]", f"{s['sensitivity'][0]:.3f}",
+                f"{s['specificity'][0]:.3f}"]  # fmt: skip
+
+    head = ["model", "lever", "threshold", *(f"{split} {m}" for split in SPLITS for m in
+                                              ("accuracy", "AUC [95% CI]", "sensitivity", "specificity"))]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        body = [row["model"], row["lever"], f"{row['threshold']:.3f}", *cells(row["val"]), *cells(row["test"])]
+        lines.append("| " + " | ".join(body) + " |")
+    lines.append("")
+    lines.append("Images: " + "; ".join(f"{model}: {text}" for model, text in images.items()))
+    return "\n".join(lines)
+
+
+def em_table(details: dict) -> str:
+    lines = ["| model | π_train | split | true prior | EM prior | EM rounds | threshold -> moved | "
+             "max abs change of p | decisions changed |", "|" + "---|" * 9]  # fmt: skip
+    for model, d in details.items():
+        for prior_name, em in d["em"].items():
+            for split in SPLITS:
+                e = em[split]
+                lines.append(f"| {model} | {prior_name} {fmt_prior(em['train_prior'])} | {split} | "
+                             f"{fmt_prior(e['true_prior'])} | {fmt_prior(e['estimated_prior'])} | {e['iterations']} | "
+                             f"{d['threshold']:.3f} -> {e['moved_threshold']:.3f} | {e['max_abs_change']:.3f} | "
+                             f"{e['decisions_changed']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+# --- runs ----------------------------------------------------------------------------------------------------------
+
+
+def default_runs(output: Path, dataset: str = "pneumonia") -> list:
+    """The latest complete run of every model on ``dataset`` under ``output``."""
+    from utils.course.runs import latest_runs
+
+    return list(latest_runs(output, dataset).values())
+
+
+def make_quick_runs(output: Path) -> list:
+    """Two finished runs (``cnn`` and ``mobilenet_025``) of fixed-weight brightness models on small generated
+    images whose test split has another class prior (1:1, training and validation 1:3): for the tests, in seconds."""
+    import keras
+    import pandas as pd
+    from PIL import Image
+
+    from utils.course.config import get_settings
+    from utils.course.runs import finish_run, start_run
+    from utils.data import make_data
+
+    size, classes = 32, ["NORMAL", "PNEUMONIA"]
+    rng = np.random.default_rng(0)
+    rows = []
+    counts = {"train": (10, 30), "val": (16, 48), "test": (30, 30)}
+    for split, (n_normal, n_pneumonia) in counts.items():
+        for label, n in zip(classes, (n_normal, n_pneumonia), strict=True):
+            for i in range(n):
+                mean = {"NORMAL": 100, "PNEUMONIA": 135}[label] + rng.normal(0, 12)
+                pixels = np.zeros((size, size))
+                pixels[4:-4, 4:-4] = rng.normal(mean, 25, (size - 8, size - 8))
+                path = output / "images" / split / label / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L").save(path)
+                rows.append({"path": str(path), "label": label, "split": split, "bytes": path.stat().st_size})
+    manifest = pd.DataFrame(rows)
+    settings = get_settings("smoke").with_(dataset="synthetic", output_dir=output, image_size=size)
+    data = make_data(manifest, classes, size, 16, seed=0)
+    made = []
+    for model_name, scale in [("cnn", 3.0), ("mobilenet_025", 2.2)]:
+        inputs = keras.Input((size, size, 3))
+        outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+        model = keras.Model(inputs, outputs)
+        # The black border makes an image's mean 0.56 x its inner mean: about N(56, 7) for NORMAL, N(76, 7) for
+        # PNEUMONIA. With the training prior 1:3 the Bayes posterior has logit(PNEUMONIA) - logit(NORMAL) =
+        # (mean - 66) / 2.2 + log 3: MobileNet's stand-in is about calibrated, the CNN's a little under-confident.
+        model.layers[-1].set_weights([np.array([[0.0, 1 / (3 * scale)]] * 3, np.float32),
+                                      np.array([0.0, np.log(3) - 66 / scale], np.float32)])  # fmt: skip
+        run = start_run(settings, model_name, manifest, classes, "none (fixed weights, quick test)")
+        made.append(finish_run(run, model, data, gradcam_layer="", train_seconds=0.0))
+    return made
+
+
+# --- command line ---------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", nargs="+", type=Path, metavar="DIR", help="run folders (default: latest runs)")
+    parser.add_argument("--output", type=Path, help="where runs are looked for and levers.json goes "
+                        "(default outputs/benchmarks, outputs/benchmarks/quick-levers with --quick)")  # fmt: skip
+    parser.add_argument("--dataset", default="pneumonia", help="dataset of the default runs (default pneumonia)")
+    parser.add_argument("--n-boot", type=int, help="bootstrap draws for the intervals (default 1000)")
+    parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation (no model is run)")
+    parser.add_argument("--quick", action="store_true", help="two tiny fake runs (for tests)")
+    args = parser.parse_args(argv)
+    args.output = args.output or (OUTPUT / "quick-levers" if args.quick else OUTPUT)
+    args.n_boot = args.n_boot or (200 if args.quick else 1000)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from utils.course.runtime import quiet_libraries
+
+    quiet_libraries()  # before anything imports TensorFlow
+    from utils.course.runs import RunError, load_run
+
+    try:
+        if args.quick:
+            runs = make_quick_runs(args.output)
+        elif args.runs:
+            runs = [load_run(path) for path in args.runs]
+        else:
+            runs = default_runs(args.output, args.dataset)
+    except RunError as err:
+        print(f"Skipped: {err}")
+        return 0
+    for run in runs:
+        if run.config.get("status") != "complete" or run.threshold is None or len(run.class_names) != 2:
+            print(f"error: {run.path} is not a complete two-class run (status {run.config.get('status')}).",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    runs = sorted(runs, key=lambda r: r.model_name)
+    rows, details, images = [], {}, {}
+    for run in runs:
+        print(f"{run.model_name}: {run.path} ({run.config['image_size']} px, threshold {run.threshold:.3f})", flush=True)
+        run_rows, details[run.model_name] = levers_of_run(run, args.n_boot, tta=not args.no_tta)
+        rows += run_rows
+        images[run.model_name] = ", ".join(
+            f"{s} {len(y)} ({', '.join(f'{c} {n}' for c, n in zip(run.class_names, np.bincount(y, minlength=2), strict=True))})"
+            for s in SPLITS for y in [run.arrays(s)[0]])  # fmt: skip
+    if len(runs) >= 2:
+        row, details["ensemble"] = ensemble(runs, args.n_boot)
+        rows.append(row)
+        images[row["model"]] = ", ".join(f"{s} {n} shared" for s, n in details["ensemble"]["images"].items())
+    result = {"runs": [str(run.path) for run in runs], "n_boot": args.n_boot, "rows": rows, "details": details,
+              "note": "every threshold chosen on validation; EM reads test predictions without labels"}  # fmt: skip
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / "levers.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"\n{markdown_table(rows, images)}\n\nEM details (estimated from each split's unlabelled predictions):\n\n"
+          f"{em_table({k: v for k, v in details.items() if 'em' in v})}")  # fmt: skip
+    for model, d in details.items():
+        if "tta" in d:
+            aucs = d["tta"]["per_view_auc"]
+            print(f"\nTTA {model}, AUC of each view (val / test): " + "; ".join(
+                f"{view} {aucs['val'][view]:.3f} / {aucs['test'][view]:.3f}" for view in VIEWS) +
+                "; identity view vs saved predictions, max |diff|: " + ", ".join(
+                f"{s} {v:.1e}" for s, v in d["tta"]["identity_vs_saved_max_abs_diff"].items()))  # fmt: skip
+    print(f"\n{path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

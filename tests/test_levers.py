@@ -1,0 +1,165 @@
+"""benchmarks/levers.py (issue 13): the EM label-shift correction checked against exact Bayes posteriors of a
+synthetic calibrated classifier, the moved threshold, the TTA views, and the ``--quick`` path end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from benchmarks.levers import VIEWS, moved_threshold, prior_shift_em, reweight, train_priors, view_transform
+from utils.course.runs import Run, load_run, save_json
+
+TRAIN_PRIOR = np.array([0.26, 0.74])  # the Kermany training split: about a quarter NORMAL
+
+
+def calibrated_classifier(train_prior, test_prior, means, n: int, seed: int):
+    """Labels drawn with ``test_prior``, a score from N(means[y], 1), and the exact Bayes posteriors of that score
+    under ``train_prior`` (what a perfectly calibrated classifier trained on the training prior outputs) and under
+    ``test_prior`` (what the correction should give)."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(len(test_prior), size=n, p=test_prior)
+    score = rng.normal(np.asarray(means, float)[y], 1.0)
+    likelihood = stats.norm.pdf(score[:, None], loc=np.asarray(means, float)[None, :])
+
+    def posterior(prior):
+        joint = likelihood * np.asarray(prior)
+        return joint / joint.sum(axis=1, keepdims=True)
+
+    return y, posterior(train_prior), posterior(test_prior)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_em_recovers_a_shifted_prior_and_the_exact_posteriors(seed):
+    test_prior = np.array([0.6, 0.4])
+    y, probs, exact = calibrated_classifier(TRAIN_PRIOR, test_prior, means=(0.0, 3.0), n=5000, seed=seed)
+    assert np.abs(probs.mean(axis=0) - test_prior).max() > 0.05  # the unadjusted mean posterior is off
+    adjusted, estimate, iterations = prior_shift_em(probs, TRAIN_PRIOR)
+    assert np.abs(estimate - test_prior).max() < 0.02
+    assert estimate.sum() == pytest.approx(1) and 1 < iterations < 100
+    assert np.abs(adjusted - exact).max() < 0.02
+    np.testing.assert_allclose(adjusted.sum(axis=1), 1)
+    assert roc_auc_score(y, adjusted[:, 1]) == pytest.approx(roc_auc_score(y, probs[:, 1]))  # monotone: same ranking
+
+
+def test_em_works_for_three_classes():
+    train_prior, test_prior = np.array([0.2, 0.3, 0.5]), np.array([0.5, 0.3, 0.2])
+    _, probs, exact = calibrated_classifier(train_prior, test_prior, means=(0.0, 3.0, 6.0), n=6000, seed=0)
+    adjusted, estimate, _ = prior_shift_em(probs, train_prior)
+    assert np.abs(estimate - test_prior).max() < 0.02
+    assert np.abs(adjusted - exact).max() < 0.03
+
+
+def test_em_changes_nothing_when_the_prior_did_not_change():
+    _, probs, _ = calibrated_classifier(TRAIN_PRIOR, TRAIN_PRIOR, means=(0.0, 3.0), n=5000, seed=0)
+    adjusted, estimate, _ = prior_shift_em(probs, TRAIN_PRIOR)
+    assert np.abs(estimate - TRAIN_PRIOR).max() < 0.02
+    assert np.abs(adjusted - probs).max() < 0.02
+    # Exactly: when the mean posterior is the training prior, the first round is already the fixed point.
+    exact = np.array([[0.1, 0.9], [0.42, 0.58], [0.26, 0.74]])
+    adjusted, estimate, iterations = prior_shift_em(exact, exact.mean(axis=0))
+    np.testing.assert_allclose(adjusted, exact, atol=1e-15)
+    np.testing.assert_allclose(estimate, exact.mean(axis=0), atol=1e-15)
+    assert iterations == 1
+
+
+def test_em_stops_at_max_iter_and_rejects_bad_input():
+    _, probs, _ = calibrated_classifier(TRAIN_PRIOR, np.array([0.6, 0.4]), means=(0.0, 1.0), n=500, seed=0)
+    assert prior_shift_em(probs, TRAIN_PRIOR, max_iter=3)[2] == 3
+    with pytest.raises(ValueError, match="positive and sum to 1"):
+        prior_shift_em(probs, np.array([0.5, 0.6]))
+    with pytest.raises(ValueError, match=r"\(N, C\)"):
+        prior_shift_em(probs, np.array([0.2, 0.3, 0.5]))
+
+
+def test_moved_threshold_gives_the_decisions_of_the_adjusted_probabilities():
+    rng = np.random.default_rng(0)
+    p1 = rng.uniform(0, 1, 2000)
+    probs = np.stack([1 - p1, p1], axis=1)
+    new_prior = np.array([0.4, 0.6])
+    adjusted = reweight(probs, new_prior / TRAIN_PRIOR)
+    for threshold in (0.2, 0.5, 0.83):
+        moved = moved_threshold(threshold, TRAIN_PRIOR, new_prior)
+        assert moved > threshold  # more NORMAL expected: a higher cutoff on p(PNEUMONIA)
+        near = np.abs(p1 - moved) < 1e-9  # floating-point ties at the cutoff itself
+        np.testing.assert_array_equal((adjusted[:, 1] >= threshold)[~near], (p1 >= moved)[~near])
+    assert moved_threshold(0.5, TRAIN_PRIOR, TRAIN_PRIOR) == pytest.approx(0.5)
+    assert moved_threshold(1.0, TRAIN_PRIOR, new_prior) == 1.0
+
+
+def test_train_priors_reads_the_runs_training_split(tmp_path):
+    config = {"model": "cnn", "class_names": ["NORMAL", "PNEUMONIA"], "status": "complete"}
+    save_json(tmp_path / "config.json", config)
+    labels = ["NORMAL"] * 1 + ["PNEUMONIA"] * 3 + ["NORMAL"] * 5  # train 1:3, then validation rows
+    splits = ["train"] * 4 + ["val"] * 5
+    pd.DataFrame({"path": [f"{i}.png" for i in range(9)], "label": labels, "split": splits}).to_csv(
+        tmp_path / "manifest.csv", index=False
+    )
+    priors = train_priors(Run(tmp_path, config))
+    np.testing.assert_allclose(priors["manifest"], [0.25, 0.75])
+    np.testing.assert_allclose(priors["class-weighted"], [0.5, 0.5], atol=1e-3)  # balanced class weights: every class counts
+
+
+def test_views_are_small_and_keep_the_centre():
+    assert len(VIEWS) <= 5 and VIEWS["identity"] == (1.0, 0.0, 0.0)
+    size = 64
+    centre = np.array([(size - 1) / 2, (size - 1) / 2, 1.0])
+    for name, (zoom, dx, dy) in VIEWS.items():
+        t = view_transform(zoom, dx, dy, size)
+        matrix = np.array([t[:3], t[3:6], [0, 0, 1]])
+        moved = matrix @ centre - centre  # where the output's centre reads from, relative to the input's centre
+        np.testing.assert_allclose(moved[:2], [-dx * size, -dy * size], atol=1e-4, err_msg=name)
+        assert 0.9 <= zoom <= 1.1 and abs(dx) <= 0.05 and abs(dy) <= 0.05  # within training's augmentation
+        assert t[1] == t[3] == 0  # no rotation, no shear, no flip (a negative scale)
+        assert t[0] > 0 and t[4] > 0
+
+
+def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
+    from benchmarks import levers
+
+    assert levers.main(["--quick", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "levers.json").read_text())
+    assert [(r["model"], r["lever"].split(" (")[0]) for r in result["rows"]] == [
+        *[(m, lever) for m in ("cnn", "mobilenet_025")
+          for lever in ("baseline", "EM prior shift", "EM prior shift", "EM prior shift", "TTA")],
+        ("cnn+mobilenet_025", "ensemble"),
+    ]  # fmt: skip
+    runs = {load_run(path).model_name: path for path in result["runs"]}
+    for row in result["rows"]:
+        for split in ("val", "test"):
+            for name, (value, low, high) in row[split].items():
+                assert 0 <= low <= value <= high <= 1, (row["lever"], split, name)
+        if row["lever"] == "baseline":  # the saved predictions at the saved threshold
+            predictions = pd.read_csv(f"{runs[row['model']]}/predictions.csv").query("split == 'test'")
+            y = (predictions["label"] == "PNEUMONIA").to_numpy()
+            pred = predictions["p_PNEUMONIA"].to_numpy() >= row["threshold"]
+            assert row["test"]["accuracy"][0] == pytest.approx((pred == y).mean(), abs=1e-4)
+            assert row["test"]["AUC"][0] == pytest.approx(roc_auc_score(y, predictions["p_PNEUMONIA"]), abs=1e-4)
+    baseline = {r["model"]: r for r in result["rows"] if r["lever"] == "baseline"}
+    for row in result["rows"]:
+        if row["lever"].startswith("EM"):  # a monotone change of p(PNEUMONIA): the ranking, hence the AUC, stays
+            assert row["test"]["AUC"][0] == pytest.approx(baseline[row["model"]]["test"]["AUC"][0], abs=1e-3)
+    for model in ("cnn", "mobilenet_025"):
+        details = result["details"][model]
+        assert max(details["tta"]["identity_vs_saved_max_abs_diff"].values()) < 1e-4
+        em = details["em"]["manifest"]
+        assert em["train_prior"] == [0.25, 0.75] and em["test"]["true_prior"] == [0.5, 0.5]
+        # A pure label shift (the test split is 1:1, training and validation 1:3) and about calibrated posteriors:
+        # EM finds both priors from the unlabelled predictions (60 and 64 images: a few points of noise).
+        assert abs(em["val"]["estimated_prior"][0] - 0.25) < 0.05 and abs(em["test"]["estimated_prior"][0] - 0.5) < 0.1
+        relative = details["em"]["EM of val"]  # validation as the reference: validation is left exactly as it was
+        assert relative["train_prior"] == em["val"]["estimated_prior"] and relative["val"]["max_abs_change"] == 0
+        assert relative["val"]["moved_threshold"] == pytest.approx(details["threshold"], abs=1e-4)
+    for row in result["rows"]:
+        if "EM of val" in row["lever"]:
+            assert row["val"] == baseline[row["model"]]["val"]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    main_rows = [r for r in cells if len(r) == 11 and r[0] != "model"]
+    assert [(r[0], r[2]) for r in main_rows] == [(r["model"], f"{r['threshold']:.3f}") for r in result["rows"]]
+    assert len([r for r in cells if len(r) == 9 and r[0] != "model"]) == 2 * 3 * 2  # EM: models x priors x splits
+    assert "EM details" in out and out.rstrip().endswith("levers.json")
