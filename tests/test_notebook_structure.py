@@ -197,3 +197,17 @@ def test_every_exercise_has_a_tested_solution(path):
     answered = [m.group(1) for c in cells if c.cell_type == "markdown" for m in [re.match(r"## Exercise (\d+)\b", c.source)] if m]
     assert answered == exercises, f"{solution.name} answers exercises {answered}, the notebook asks {exercises}"
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in cells if c.cell_type == "code")
+
+
+def test_notebook_09_chooses_everything_on_validation_before_it_opens_test():
+    """The model, its runner-up (for McNemar), the threshold and the temperature come from validation
+    predictions; the first cell that reads test predictions comes after all of them, and nothing is chosen later."""
+    code = [c.source for c in code_cells(NOTEBOOK_DIR / "09_evaluation.ipynb")]
+    first_test = next(i for i, s in enumerate(code) if 'arrays("test")' in s)
+    chosen = {name: next(i for i, s in enumerate(code) if re.search(rf"^{name} = ", s, re.M))
+              for name in ("validation", "best, runner_up", "threshold", "temperature")}  # fmt: skip
+    assert 'arrays("val")' in code[chosen["validation"]] and "validation" in code[chosen["best, runner_up"]]
+    assert "y_val, p_val" in code[chosen["threshold"]] and "y_val, p_val" in code[chosen["temperature"]]
+    assert max(chosen.values()) < first_test, f"cells {chosen} must all come before the first test cell {first_test}"
+    later = "\n".join(code[first_test:])
+    assert not re.search(r"choose_threshold\(|fit_temperature\(|sort_values\(", later), "something is chosen on test"

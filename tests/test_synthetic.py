@@ -24,7 +24,7 @@ from utils.course.datasets import (
     scan_images,
 )
 from utils.course.synthetic import (
-    COMPLETE_NAME,
+    COMPLETE,
     COUNTS,
     SYNTHETIC_VERSION,
     generate_synthetic,
@@ -106,7 +106,7 @@ def test_same_seed_same_bytes_other_seed_other_images(tiny, tmp_path):
     other = digest(generate_synthetic(tmp_path / "other", TINY, seed=6))
     assert len(other) == len(digest(again))  # the same layout ...
     assert not {h for p, h in other.items() if p.endswith(".png")} & set(digest(tiny).values())  # ... other images
-    assert digest(tiny)[COMPLETE_NAME] != other[COMPLETE_NAME]  # the seed is recorded
+    assert digest(tiny)[COMPLETE] != other[COMPLETE]  # the seed is recorded
 
 
 def test_render_case_is_deterministic_and_the_image_seed_changes_only_the_acquisition():
@@ -212,7 +212,7 @@ def test_load_mask(synthetic_source, tmp_path):
 
 
 def test_complete_marker_records_the_parameters(tiny):
-    marker = json.loads((tiny / COMPLETE_NAME).read_text())
+    marker = json.loads((tiny / COMPLETE).read_text())
     assert marker["version"] == SYNTHETIC_VERSION and marker["seed"] == 5 and marker["counts"] == TINY
     assert not list(tiny.parent.glob(".synthetic.tmp-*"))  # the temporary folder was renamed into place
 
@@ -273,4 +273,4 @@ def test_an_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
         generate_synthetic(tmp_path / "synthetic", TINY, seed=5)
     assert list(tmp_path.iterdir()) == []  # no half dataset, no temporary folder
     monkeypatch.setattr(synthetic, "_write_patient", real)
-    assert (generate_synthetic(tmp_path / "synthetic", TINY, seed=5) / COMPLETE_NAME).is_file()
+    assert (generate_synthetic(tmp_path / "synthetic", TINY, seed=5) / COMPLETE).is_file()

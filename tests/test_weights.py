@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import time
 
 import pytest
@@ -34,7 +35,7 @@ def offline(monkeypatch):
         attempts.append(address)
         raise OSError(101, "Network is unreachable")
 
-    monkeypatch.setattr(weights.socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
     return attempts
 
 
@@ -160,7 +161,7 @@ def test_imagenet_online_lets_keras_download(monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(weights.socket, "create_connection", lambda address, timeout=None: Connection())
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: Connection())
     assert resolve_weights(VGG16, "imagenet", 64) == ("imagenet", "imagenet")
     assert resolve_weights(VGG16, "auto", 64) == ("imagenet", "imagenet")
 
@@ -175,7 +176,7 @@ def test_network_probe_gives_up_after_its_timeout(monkeypatch):
         time.sleep(1.5)
         raise OSError("too late")
 
-    monkeypatch.setattr(weights.socket, "create_connection", slow)
+    monkeypatch.setattr(socket, "create_connection", slow)
     started = time.perf_counter()
     problem = network_problem(timeout=0.2)
     assert time.perf_counter() - started < 1.5

@@ -18,6 +18,7 @@ PIPELINE_FORMATS = ("JPEG", "PNG")  # what the grey decode of utils/data.py read
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}  # fmt: skip
 IGNORED_FOLDERS = {"masks", "mask", "__macosx"}
+COMPLETE = ".complete"  # written last into data/raw/<name>/ by a finished download or generation
 KERMANY_CITATION = (
     "Kermany D., Zhang K., Goldbaum M. (2018). Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images "
     "for Classification. Mendeley Data v2, doi:10.17632/rscbjbr9sj.2; Kermany et al., Cell 172(5), 2018, "

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .datasets import DatasetError, DatasetSpec, scan_images
+from .datasets import COMPLETE, DatasetError, DatasetSpec, scan_images
 
 KAGGLE_HOST = "www.kaggle.com"
 SETTINGS_URL = "https://www.kaggle.com/settings"
-COMPLETE = ".complete"
 JUNK = {"__MACOSX", ".DS_Store", "Thumbs.db", ".ipynb_checkpoints"}
 ALTERNATIVES = (
     "Without Kaggle you can still follow the course: use the built-in synthetic images (CXR_DATASET=synthetic), or "
@@ -125,23 +124,29 @@ def find_kaggle_credentials() -> KaggleCredentials | None:
     return KaggleCredentials(values[0], values[1], "Colab secrets") if all(values) else None
 
 
-def kaggle_reachable(host: str = KAGGLE_HOST, timeout: float = 4.0) -> bool:
-    """True when Kaggle answers within ``timeout`` seconds (or an HTTPS proxy is set: a probe says nothing then)."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    answer: list[bool] = []
+def connection_problem(host: str, port: int, timeout: float) -> str | None:
+    """None when ``host:port`` accepts a connection within ``timeout`` seconds, else why not (Kaggle's and Keras's
+    download hosts are probed with it, so that offline machines fail in seconds)."""
+    answer: list[str | None] = []
 
     def probe() -> None:
         try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            answer.append(True)
-        except OSError:
-            answer.append(False)
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(None)
+        except OSError as err:
+            answer.append(f"{type(err).__name__}: {err}")
 
     thread = threading.Thread(target=probe, daemon=True)  # bounds a slow name lookup too
     thread.start()
     thread.join(timeout + 0.5)
-    return bool(answer and answer[0])
+    return answer[0] if answer else f"no answer from {host} within {timeout:.0f} s"
+
+
+def kaggle_reachable(host: str = KAGGLE_HOST, timeout: float = 4.0) -> bool:
+    """True when Kaggle answers within ``timeout`` seconds (or an HTTPS proxy is set: a probe says nothing then)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    return connection_problem(host, 443, timeout) is None
 
 
 def download_dataset(spec: DatasetSpec, data_dir: Path, force: bool = False) -> Path:

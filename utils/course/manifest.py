@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from .config import SPLITS, Profile, Settings
 from .datasets import (
+    COMPLETE,
     DatasetError,
     DatasetSpec,
     class_names,
@@ -257,7 +258,7 @@ def resolve_dataset(settings: Settings) -> tuple[str, str]:
     if settings.source:
         return DEFAULT_DATASET, f"CXR_SOURCE={settings.source}"
     spec = get_dataset(DEFAULT_DATASET)
-    if manifest_path(settings, DEFAULT_DATASET).exists() or (_raw_dir(settings, spec) / ".complete").exists():
+    if manifest_path(settings, DEFAULT_DATASET).exists() or (_raw_dir(settings, spec) / COMPLETE).exists():
         return DEFAULT_DATASET, "downloaded earlier"
     from .download import find_kaggle_credentials
 

@@ -45,11 +45,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .datasets import DatasetError, kermany_three_class
+from .datasets import COMPLETE, DatasetError, kermany_three_class
 
 SYNTHETIC_VERSION = "2.0"
 CLASSES = ("NORMAL", "BACTERIA", "VIRUS")
-COMPLETE_NAME = ".complete"
 MASK_FOLDER = "masks"
 IMAGES_PER_PATIENT = {1: 0.55, 2: 0.3, 3: 0.15}  # probabilities, the same for every class
 # Images per split and class: NORMAL is 27% of train and 37.5% of test, as in Kermany's official splits.
@@ -459,7 +458,7 @@ def _write_patient(root: Path, planned: _PlannedPatient) -> None:
 
 def _check_existing(dest: Path, params: dict) -> bool:
     """True when ``dest`` already holds this exact dataset; raises when it holds anything else."""
-    marker = dest / COMPLETE_NAME
+    marker = dest / COMPLETE
     if marker.exists():
         try:
             found = json.loads(marker.read_text())
@@ -474,7 +473,7 @@ def _check_existing(dest: Path, params: dict) -> bool:
         )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DatasetError(
-            f"{dest} exists and is not a complete synthetic dataset (no {COMPLETE_NAME} file). Nothing was changed: "
+            f"{dest} exists and is not a complete synthetic dataset (no {COMPLETE} file). Nothing was changed: "
             "generate into another (new or empty) folder, or move that one away first."
         )
     return False
@@ -504,13 +503,13 @@ def generate_synthetic(dest: Path, counts: dict[str, dict[str, int]] = COUNTS, s
         # Threads: NumPy, SciPy and the PNG encoder release the GIL for most of the work.
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             list(pool.map(lambda planned: _write_patient(tmp, planned), plan))
-        (tmp / COMPLETE_NAME).write_text(json.dumps({**params, "generator": "utils.course.synthetic"}, indent=1))
+        (tmp / COMPLETE).write_text(json.dumps({**params, "generator": "utils.course.synthetic"}, indent=1))
         if dest.is_dir():
             dest.rmdir()  # empty (checked above); a non-empty folder makes this fail and is kept
         os.rename(tmp, dest)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-        if (dest / COMPLETE_NAME).exists() and _check_existing(dest, params):
+        if (dest / COMPLETE).exists() and _check_existing(dest, params):
             return dest  # another process finished the same dataset meanwhile
         raise
     except BaseException:

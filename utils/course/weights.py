@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import PROJECT_ROOT
+from .download import connection_problem
 
 if TYPE_CHECKING:
     from ..models import Backbone
@@ -63,19 +62,7 @@ def _on_disk(name: str) -> Path | None:
 
 def network_problem(timeout: float = 3.0) -> str | None:
     """None when Keras's download host answers within ``timeout`` seconds, else why not."""
-    answer: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection(WEIGHTS_HOST, timeout=timeout).close()
-            answer.append(None)
-        except OSError as err:
-            answer.append(f"{type(err).__name__}: {err}")
-
-    thread = threading.Thread(target=probe, daemon=True)  # bounds a slow name lookup too
-    thread.start()
-    thread.join(timeout + 0.5)
-    return answer[0] if answer else f"no answer from {WEIGHTS_HOST[0]} within {timeout:.0f} s"
+    return connection_problem(*WEIGHTS_HOST, timeout)
 
 
 def random_banner(name: str, reason: str) -> str:
