@@ -143,6 +143,16 @@ def test_augmentation_is_off_outside_training():
                                                                      "contrast"]  # fmt: skip
 
 
+def test_exposure_augmentation_lowers_and_raises_contrast_and_brightness():
+    """Both directions, as the docstring promises (a single number in RandomContrast only ever raises contrast)."""
+    layers = {layer.name.split("_")[1]: layer for layer in build_augmentation(seed=0).layers}
+    x = tf.constant(np.where(np.arange(SIZE)[:, None] < SIZE // 2, 100.0, 150.0)[None, ..., None].astype(np.float32))
+    contrast = [float(tf.math.reduce_std(layers["contrast"](x, training=True)) / tf.math.reduce_std(x)) for _ in range(200)]
+    brightness = [float(tf.reduce_mean(layers["brightness"](x, training=True)) - tf.reduce_mean(x)) for _ in range(200)]
+    assert 0.79 < min(contrast) < 0.9 and 1.1 < max(contrast) < 1.21
+    assert min(brightness) < -10 and max(brightness) > 10
+
+
 # --- Class weights and make_data ------------------------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ def build_augmentation(seed: int | None = None) -> keras.Sequential:
             layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
             layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed),
             layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed),
-            layers.RandomContrast(0.2, value_range=(0, 255), seed=seed),
+            layers.RandomContrast((0.2, 0.2), value_range=(0, 255), seed=seed),  # x0.8 to x1.2 (0.2 alone: x1 to x1.2)
         ],
         name="augmentation",
     )

@@ -1,0 +1,257 @@
+"""A retraining lever against the shifted Kermany test split (issue 13): stronger intensity augmentation.
+
+Usage (from the repository root)::
+
+    nice -n 5 python benchmarks/train_levers.py [--variants baseline strong-intensity] [--profile full]
+        [--image-size 224] [--epochs 5 10] [--weights FILE] [--source DIR] [--output DIR] [--n-boot N]
+
+Trains ``mobilenet_025`` once per variant with the same settings as ``benchmarks/real_data.py`` (its
+``make_settings`` and ``score_run`` are reused: ``utils.course.manifest.prepare_dataset`` then
+``utils.course.experiment.train_model``; seed ``CXR_SEED``, default 42), each variant with its data and runs under
+``<output>/<variant>/`` (default ``outputs/benchmarks/train-levers/``):
+
+* ``baseline``: the course augmentation (``utils.data.build_augmentation``: rotation +-5 degrees, zoom 10%, shift
+  5%, brightness +-0.1, contrast x0.8 to x1.2; the runs of 2026-12-02 predate that contrast fix: x1 to x1.2);
+* ``strong-intensity``: the same geometric layers, then brightness +-0.3, contrast +-0.5, a random gamma in
+  [0.7, 1.5] (log-uniform, per image) and a light Gaussian blur (sigma 1 px, blended in with a random strength in
+  [0, 1] per image), clipped to [0, 255]. Contrast is passed as ``(0.5, 0.5)``: Keras 3 reads a single float
+  ``f`` as factors in ``[1, 1 + f]``, the tuple gives ``[0.5, 1.5]``. ``utils.data.build_augmentation`` (the module attribute that
+  ``utils.data.make_dataset`` calls) is replaced only while that model trains.
+
+Hypothesis: the official test images differ from training in exposure and contrast, and stronger intensity
+augmentation helps the specificity on test. Every threshold comes from validation (``run.threshold``); nothing
+is chosen on test, this only reports. Prints a Markdown table; writes ``<output>/../train_levers.json`` (default
+``outputs/benchmarks/train_levers.json``) after each variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import real_data  # noqa: E402  (benchmarks/real_data.py: settings and scoring as there)
+
+OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
+VARIANTS = ("baseline", "strong-intensity")
+MODEL = "mobilenet_025"
+SPLITS = real_data.SPLITS
+
+
+# --- the stronger intensity augmentation --------------------------------------------------------------------------
+
+
+def _layers():
+    """The two custom layers, defined on first use (Keras is imported only then)."""
+    import keras
+    import tensorflow as tf
+
+    class RandomGamma(keras.layers.Layer):
+        """``255 * (x / 255) ** gamma`` with one gamma per image, log-uniform in ``[low, high]``; training only.
+        Takes float images in [0, 255] (clipped first); identity at inference."""
+
+        def __init__(self, low: float = 0.7, high: float = 1.5, seed: int | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self.low, self.high, self.seed = low, high, seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training=None):
+            if not training:
+                return images
+            images = tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)
+            shape = tf.stack([tf.shape(images)[0], 1, 1, 1])
+            log_gamma = keras.random.uniform(shape, math.log(self.low), math.log(self.high),
+                                             seed=self.seed_generator)  # fmt: skip
+            return tf.clip_by_value(255.0 * tf.pow(images / 255.0, tf.exp(log_gamma)), 0.0, 255.0)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return super().get_config() | {"low": self.low, "high": self.high, "seed": self.seed}
+
+    class RandomBlur(keras.layers.Layer):
+        """A light Gaussian blur (``sigma`` px, reflected borders) blended in with a random strength in
+        ``[0, max_strength]`` per image; training only. Float images in [0, 255]; identity at inference."""
+
+        def __init__(self, sigma: float = 1.0, max_strength: float = 1.0, seed: int | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self.sigma, self.max_strength, self.seed = sigma, max_strength, seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+            radius = max(1, math.ceil(2 * sigma))
+            weights = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-radius, radius + 1)]
+            self.radius, self.kernel_1d = radius, [w / sum(weights) for w in weights]
+
+        def call(self, images, training=None):
+            if not training:
+                return images
+            images = tf.cast(images, tf.float32)
+            channels = images.shape[-1]
+            k = tf.constant(self.kernel_1d, tf.float32)
+            size = len(self.kernel_1d)
+            rows = tf.tile(tf.reshape(k, [size, 1, 1, 1]), [1, 1, channels, 1])
+            cols = tf.tile(tf.reshape(k, [1, size, 1, 1]), [1, 1, channels, 1])
+            r = self.radius
+            padded = tf.pad(images, [[0, 0], [r, r], [r, r], [0, 0]], mode="REFLECT")
+            blurred = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
+            blurred = tf.nn.depthwise_conv2d(blurred, cols, [1, 1, 1, 1], "VALID")
+            shape = tf.stack([tf.shape(images)[0], 1, 1, 1])
+            strength = keras.random.uniform(shape, 0.0, self.max_strength, seed=self.seed_generator)
+            return tf.clip_by_value(images + strength * (blurred - images), 0.0, 255.0)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return super().get_config() | {
+                "sigma": self.sigma,
+                "max_strength": self.max_strength,
+                "seed": self.seed,
+            }
+
+    return RandomGamma, RandomBlur
+
+
+def build_strong_intensity(seed: int | None = None):
+    """The course's geometric layers (taken from ``utils.data.build_augmentation``), then stronger intensity ones."""
+    import keras
+    from keras import layers
+
+    geometric = [layer for layer in ORIGINAL_BUILD(seed).layers
+                 if not isinstance(layer, layers.RandomBrightness | layers.RandomContrast)]  # fmt: skip
+    random_gamma, random_blur = _layers()
+    return keras.Sequential(
+        [
+            *geometric,
+            layers.RandomBrightness(0.3, value_range=(0, 255), seed=seed),
+            # A tuple: Keras 3 reads a single float f as contrast factors in [1, 1 + f] (never lower contrast);
+            # (0.5, 0.5) gives [0.5, 1.5], i.e. +-0.5.
+            layers.RandomContrast((0.5, 0.5), value_range=(0, 255), seed=seed),
+            random_gamma(0.7, 1.5, seed=seed, name="random_gamma"),  # clips to [0, 255] first
+            random_blur(1.0, 1.0, seed=seed, name="random_blur"),  # clips to [0, 255] at the end
+        ],
+        name="augmentation",
+    )
+
+
+ORIGINAL_BUILD = None  # utils.data.build_augmentation as imported, set by augmentation()
+
+
+@contextlib.contextmanager
+def augmentation(variant: str):
+    """``utils.data.build_augmentation`` replaced for ``variant`` while the block runs (restored after)."""
+    global ORIGINAL_BUILD
+    from utils import data
+
+    ORIGINAL_BUILD = ORIGINAL_BUILD or data.build_augmentation
+    if variant == "baseline":
+        yield ORIGINAL_BUILD
+        return
+    data.build_augmentation = build_strong_intensity
+    try:
+        yield build_strong_intensity
+    finally:
+        data.build_augmentation = ORIGINAL_BUILD
+
+
+# --- training and the table ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--profile", default="full")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--epochs", nargs=2, type=int, default=[5, 10], metavar=("HEAD", "FINETUNE"))
+    parser.add_argument("--weights", type=Path, default=real_data.DEFAULT_WEIGHTS)
+    parser.add_argument("--source", type=Path, default=real_data.DEFAULT_SOURCE)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--n-boot", type=int, default=1000)
+    args = parser.parse_args(argv)
+    args.output = args.output.expanduser().resolve()
+    args.dataset, args.quick = "pneumonia", False  # what real_data.make_settings reads
+    return args
+
+
+def train_variant(args: argparse.Namespace, variant: str) -> dict:
+    from utils.course.experiment import train_model
+    from utils.course.manifest import prepare_dataset
+
+    folder = args.output / variant
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = real_data.make_settings(argparse.Namespace(**{**vars(args), "output": folder}), args.source)
+    settings = settings.with_(weights=str(args.weights))
+    prepared = prepare_dataset(settings, settings.dataset)
+    counts = prepared.manifest.groupby(["split", "label"]).size().to_dict()
+    print(f"\n== {variant}: {len(prepared.manifest)} images {counts}; profile {settings.profile.name}, "
+          f"{settings.profile.image_size} px, epochs {args.epochs}, seed {settings.seed}", flush=True)  # fmt: skip
+    started = time.perf_counter()
+    with augmentation(variant) as build:
+        print(f"augmentation: {[layer.name for layer in build(settings.seed).layers]}", flush=True)
+        run = train_model(settings, MODEL)
+    row = real_data.score_run(run, MODEL, args.n_boot)
+    row |= {
+        "variant": variant,
+        "seed": settings.seed,
+        "wall_minutes": round((time.perf_counter() - started) / 60, 2),
+    }
+    return row
+
+
+def save(path: Path, rows: list[dict]) -> None:
+    """Keep the other variants' rows of an earlier invocation; replace this one's."""
+    old = json.loads(path.read_text()) if path.is_file() else []
+    new = {row["variant"] for row in rows}
+    path.write_text(json.dumps([row for row in old if row.get("variant") not in new] + rows, indent=1))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    def cell(scores: dict) -> str:
+        auc = scores["AUC"]
+        return (f"{scores['accuracy'][0]:.3f} | {auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}] | "
+                f"{scores['sensitivity'][0]:.3f} | {scores['specificity'][0]:.3f}")  # fmt: skip
+
+    head = " | ".join(
+        f"{s} {m}" for s in SPLITS for m in ("accuracy", "AUC [95% CI]", "sensitivity", "specificity")
+    )
+    lines = [f"| variant | train min | epochs | threshold | {head} |", "|" + "---|" * 12]
+    for row in rows:
+        lines.append(f"| {row['variant']} | {row['train_minutes']:.1f} | {row['epochs_run']} | {row['threshold']:.3f} | "
+                     f"{cell(row['val'])} | {cell(row['test'])} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.source / "train").is_dir():
+        print(f"Skipped: no Kermany-layout folder (train/ and test/) at {args.source}; pass --source DIR.")
+        return 0
+    if not args.weights.is_file():
+        print(
+            f"error: the ImageNet weights file {args.weights} is missing (--weights FILE).", file=sys.stderr
+        )
+        return 2
+    from utils.course.runtime import quiet_libraries
+
+    quiet_libraries()  # before anything imports TensorFlow
+    out = args.output.parent / "train_levers.json"
+    rows = []
+    for variant in args.variants:
+        rows.append(train_variant(args, variant))
+        save(out, rows)  # after each variant: a crash keeps the finished ones
+    print(f"\n{markdown_table(rows)}\n\n{out}\n" + "\n".join(f"{r['variant']}: {r['run_dir']}" for r in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
