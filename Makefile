@@ -30,7 +30,7 @@ lint: setup
 	$(BIN)/actionlint
 
 unit: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 notebooks: setup
 	$(SMOKE_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ solutions/
