@@ -181,7 +181,7 @@ def read_xray(path: str | None, image_size: int) -> np.ndarray:
             kind, pixels = image.format, image.width * image.height
     except (OSError, Image.DecompressionBombError):
         kind, pixels = None, 0
-    if kind not in ("JPEG", "PNG", "BMP", "GIF"):
+    if kind not in ("JPEG", "PNG"):  # what the training pipeline decodes (utils/data.py)
         raise gr.Error("This file is not an image the demo can read: upload a chest X-ray as JPEG or PNG.")
     if pixels > MAX_PIXELS:
         raise gr.Error(f"The image has {pixels / 1e6:.0f} million pixels; the demo takes at most "

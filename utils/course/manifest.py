@@ -106,7 +106,8 @@ def _relative(path: Path, base: Path) -> str:
         return path.as_posix()
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -141,8 +142,8 @@ def build_manifest(spec: DatasetSpec, source: Path, out_dir: Path, seed: int) ->
         "duplicate_files": int(frame.duplicated("sha1").sum()),
     }  # fmt: skip
     _keep_previous(out_dir, report)
-    _write_atomic(out_dir / MANIFEST_NAME, manifest.to_csv(index=False))
-    _write_atomic(out_dir / REPORT_NAME, json.dumps(report, indent=1))
+    write_atomic(out_dir / MANIFEST_NAME, manifest.to_csv(index=False))
+    write_atomic(out_dir / REPORT_NAME, json.dumps(report, indent=1))
     return load_manifest(out_dir / MANIFEST_NAME), report
 
 

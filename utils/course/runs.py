@@ -24,6 +24,7 @@ import pandas as pd
 
 from .config import PROJECT_ROOT, Settings
 from .datasets import dataset_dir_name, get_dataset
+from .manifest import write_atomic
 
 LATEST = "LATEST"
 
@@ -38,9 +39,7 @@ def _dataset_dir(output_dir: Path, dataset: str) -> Path:
 
 def save_json(path: Path, data: dict) -> None:
     """Write ``data`` as JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 @dataclass
@@ -194,9 +193,7 @@ def finish_run(run: Run, model, data, gradcam_layer: str, train_seconds: float) 
         "params": int(model.count_params()), "train_images": int((data.manifest["split"] == "train").sum()),
     }  # fmt: skip
     save_json(run.path / "config.json", run.config)
-    tmp = run.path.parent / f".{LATEST}.tmp"
-    tmp.write_text(run.path.name)
-    os.replace(tmp, run.path.parent / LATEST)
+    write_atomic(run.path.parent / LATEST, run.path.name)
     return run
 
 
