@@ -20,7 +20,10 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
 3. **TTA**: the mean probability over a few small deterministic shifts and zooms of each image (no flips: a
    mirrored chest X-ray puts the heart on the wrong side), threshold re-chosen on the TTA validation probabilities;
 4. **ensemble**: the mean probability of the runs (CNN and MobileNet when both exist), on the images they share,
-   threshold chosen on the ensemble's validation probabilities (``choose_threshold``).
+   threshold chosen on the ensemble's validation probabilities (``choose_threshold``); ``--runs`` with several
+   runs of one model trained with different seeds on the same split gives a seed ensemble (rows named by seed);
+5. **three-class training, binary decision**: a ``pneumonia3`` run among ``--runs`` is scored as NORMAL against
+   PNEUMONIA on ``1 - p(NORMAL)``, with its own threshold chosen on validation (no other lever for it).
 
 Nothing is chosen on the test split: every threshold comes from validation, and EM reads test predictions without
 their labels. Prints a Markdown table and the EM details; writes ``<output>/levers.json``. ``--quick``: two tiny
@@ -182,11 +185,18 @@ def score(y: np.ndarray, probs: np.ndarray, threshold: float, n_boot: int) -> di
     return {name: list(v) for name, v in scores_with_ci(y, probs, threshold, n_boot=n_boot).items() if name in METRICS}
 
 
-def levers_of_run(run, n_boot: int, tta: bool) -> tuple[list[dict], dict]:
-    """The rows of one run (baseline, EM with each reference prior, TTA) and the EM and TTA details."""
+def run_label(run, runs: list) -> str:
+    """The run's model name, with its training seed when ``runs`` hold several runs of that model (seeds)."""
+    if sum(other.model_name == run.model_name for other in runs) > 1:
+        return f"{run.model_name} seed {run.config['seed']}"
+    return run.model_name
+
+
+def levers_of_run(run, runs: list, n_boot: int, tta: bool) -> tuple[list[dict], dict]:
+    """The rows of one run of ``runs`` (baseline, EM with each reference prior, TTA) and the EM and TTA details."""
     from utils.metrics import choose_threshold, roc_auc
 
-    name, threshold = run.model_name, run.threshold
+    name, threshold = run_label(run, runs), run.threshold
     data = {split: split_rows(run, split) for split in SPLITS}
     rows = [{"model": name, "lever": "baseline", "threshold": threshold,
              **{s: score(y, p, threshold, n_boot) for s, (_, y, p) in data.items()}}]  # fmt: skip
@@ -229,6 +239,22 @@ def levers_of_run(run, n_boot: int, tta: bool) -> tuple[list[dict], dict]:
     return rows, details
 
 
+def binary_of_three_class(run, n_boot: int) -> dict:
+    """A three-class run (NORMAL, BACTERIA, VIRUS) read as NORMAL against PNEUMONIA: p(PNEUMONIA) = 1 - p(NORMAL),
+    threshold chosen on its validation split (``choose_threshold``, Youden's J)."""
+    from utils.metrics import choose_threshold
+
+    normal = run.class_names.index("NORMAL")
+    binary = {}
+    for split in SPLITS:
+        y, p = run.arrays(split)
+        binary[split] = (y != normal).astype(int), np.c_[p[:, normal], 1 - p[:, normal]]
+    threshold = choose_threshold(*binary["val"])
+    return {"model": f"{run.model_name} ({len(run.class_names)} classes)", "threshold": threshold,
+            "lever": "trained on three classes, decided NORMAL vs PNEUMONIA on 1 - p(NORMAL), threshold chosen on val",
+            **{s: score(*binary[s], threshold, n_boot) for s in SPLITS}}  # fmt: skip
+
+
 def ensemble(runs: list, n_boot: int) -> tuple[dict, dict]:
     """The mean probability of ``runs`` on the images they all scored, threshold chosen on its validation part."""
     from utils.metrics import choose_threshold
@@ -246,7 +272,7 @@ def ensemble(runs: list, n_boot: int) -> tuple[dict, dict]:
         merged[split] = y, np.mean([[t[path][1] for path in shared] for t in tables], axis=0)
         counts[split] = len(shared)
     threshold = choose_threshold(*merged["val"])
-    name = "+".join(run.model_name for run in runs)
+    name = "+".join(run_label(run, runs) for run in runs)
     row = {"model": name, "lever": "ensemble (mean probability), threshold chosen on val", "threshold": threshold,
            **{s: score(*merged[s], threshold, n_boot) for s in SPLITS}}  # fmt: skip
     return row, {"models": name, "threshold": threshold, "images": counts}
@@ -375,18 +401,25 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as err:
         print(f"Skipped: {err}")
         return 0
-    for run in runs:
-        if run.config.get("status") != "complete" or run.threshold is None or len(run.class_names) != 2:
-            print(f"error: {run.path} is not a complete two-class run (status {run.config.get('status')}).",
-                  file=sys.stderr)  # fmt: skip
+    three = [run for run in runs if len(run.class_names) == 3 and "NORMAL" in run.class_names]
+    runs = [run for run in runs if run not in three]
+    for run in runs + three:
+        if run.config.get("status") != "complete" or (run in runs and (run.threshold is None or len(run.class_names) != 2)):
+            print(f"error: {run.path} is neither a complete two-class run nor a complete three-class run with NORMAL "
+                  f"(status {run.config.get('status')}).", file=sys.stderr)  # fmt: skip
             return 2
-    runs = sorted(runs, key=lambda r: r.model_name)
+    runs = sorted(runs, key=lambda r: (r.model_name, r.config.get("seed", 0)))
     rows, details, images = [], {}, {}
+    for run in three:
+        print(f"{run.model_name} ({', '.join(run.class_names)}): {run.path}", flush=True)
+        rows.append(binary_of_three_class(run, args.n_boot))
+        images[rows[-1]["model"]] = ", ".join(f"{s} {len(run.arrays(s)[0])}" for s in SPLITS)
     for run in runs:
-        print(f"{run.model_name}: {run.path} ({run.config['image_size']} px, threshold {run.threshold:.3f})", flush=True)
-        run_rows, details[run.model_name] = levers_of_run(run, args.n_boot, tta=not args.no_tta)
+        name = run_label(run, runs)
+        print(f"{name}: {run.path} ({run.config['image_size']} px, threshold {run.threshold:.3f})", flush=True)
+        run_rows, details[name] = levers_of_run(run, runs, args.n_boot, tta=not args.no_tta)
         rows += run_rows
-        images[run.model_name] = ", ".join(
+        images[name] = ", ".join(
             f"{s} {len(y)} ({', '.join(f'{c} {n}' for c, n in zip(run.class_names, np.bincount(y, minlength=2), strict=True))})"
             for s in SPLITS for y in [run.arrays(s)[0]])  # fmt: skip
     if len(runs) >= 2:

@@ -3,7 +3,8 @@
 Usage (from the repository root)::
 
     python benchmarks/real_data.py [--models cnn mobilenet_025] [--profile laptop] [--epochs N [N]]
-                                   [--image-size S] [--weights FILE] [--dataset pneumonia|pneumonia3]
+                                   [--image-size S] [--train-images N] [--weights FILE]
+                                   [--dataset pneumonia|pneumonia3]
                                    [--source DIR] [--output DIR] [--quick]
 
 ``DIR`` (default ``../shared/data/chest_xray_224``) is a Kermany-layout folder (``train/`` and ``test/``, each
@@ -12,7 +13,8 @@ with ``NORMAL/`` and ``PNEUMONIA/``). It is prepared with ``utils.course.manifes
 ``utils.course.experiment.train_model``, like ``python -m utils train``, but with data and runs under
 ``--output`` (default ``outputs/benchmarks/``): ``data/`` and ``outputs/runs`` are untouched. MobileNet 0.25
 starts from the Keras ImageNet file ``--weights`` (default ``../shared/weights/mobilenet_2_5_224_tf_no_top.h5``,
-else the copy in ``weights/``); the other models get the profile's weights (the CNN: random).
+else the copy in ``weights/``); the other models get the profile's weights (the CNN: random). ``--train-images
+N`` keeps N training images (0: all of them) instead of the profile's number.
 
 For each model, on the validation and the test split: accuracy, ROC-AUC with its 95% bootstrap interval
 (``utils.metrics.scores_with_ci``), sensitivity and specificity, at the threshold chosen on validation
@@ -55,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=["pneumonia", "pneumonia3"], default="pneumonia")
     parser.add_argument("--source", type=Path, help=f"Kermany-layout folder (default {DEFAULT_SOURCE})")
     parser.add_argument("--output", type=Path, help="where data, runs and the JSON go (default outputs/benchmarks)")
+    parser.add_argument("--train-images", type=int, metavar="N", help="training images to keep (0: all; "
+                        "default: the profile's, 1,000 for laptop)")  # fmt: skip
     parser.add_argument("--n-boot", type=int, help="bootstrap draws for the intervals (default 1000)")
     parser.add_argument("--quick", action="store_true", help="a tiny run on the synthetic set (for tests)")
     args = parser.parse_args(argv)
@@ -78,6 +82,9 @@ def make_settings(args: argparse.Namespace, source: Path):
         changes |= {"epochs": head + finetune, "head_epochs": head, "finetune_epochs": finetune}
     if args.image_size:
         changes["image_size"] = args.image_size
+    profile = get_settings(args.profile).profile
+    if args.train_images is not None:
+        changes["images"] = profile.images | {"train": args.train_images or None}
     dataset = args.dataset.replace("pneumonia", "synthetic") if args.quick else args.dataset
     return get_settings(args.profile).with_(
         dataset=dataset, source=source.resolve(), data_dir=args.output / "data", output_dir=args.output, **changes

@@ -1,25 +1,35 @@
-"""A retraining lever against the shifted Kermany test split (issue 13): stronger intensity augmentation.
+"""Retraining levers against the shifted Kermany test split (issue 13): intensity augmentation, histogram
+equalisation, label smoothing; several seeds of each.
 
 Usage (from the repository root)::
 
-    nice -n 5 python benchmarks/train_levers.py [--variants baseline strong-intensity] [--profile full]
-        [--image-size 224] [--epochs 5 10] [--weights FILE] [--source DIR] [--output DIR] [--n-boot N]
+    nice -n 5 python benchmarks/train_levers.py [--variants baseline strong-intensity equalize label-smoothing]
+        [--seed N] [--profile full] [--image-size 224] [--epochs 5 10] [--weights FILE] [--source DIR]
+        [--output DIR] [--n-boot N]
 
 Trains ``mobilenet_025`` once per variant with the same settings as ``benchmarks/real_data.py`` (its
 ``make_settings`` and ``score_run`` are reused: ``utils.course.manifest.prepare_dataset`` then
-``utils.course.experiment.train_model``; seed ``CXR_SEED``, default 42), each variant with its data and runs under
-``<output>/<variant>/`` (default ``outputs/benchmarks/train-levers/``):
+``utils.course.experiment.train_model``). The split by patient always uses ``CXR_SEED`` (default 42), so every
+variant and seed sees the same train / validation images; ``--seed`` (default 42) is the training seed (the new
+head's initial weights, the order of the images, the augmentation). Each variant and seed has its data and runs
+under ``<output>/<variant>/seed<N>/`` (default ``outputs/benchmarks/train-levers/``):
 
 * ``baseline``: the course augmentation (``utils.data.build_augmentation``: rotation +-5 degrees, zoom 10%, shift
-  5%, brightness +-0.1, contrast x0.8 to x1.2; the runs of 2026-12-02 predate that contrast fix: x1 to x1.2);
+  5%, brightness +-0.1, contrast x0.8 to x1.2; the runs of 2026-12-02 before 03:00 predate that contrast fix:
+  x1 to x1.2);
 * ``strong-intensity``: the same geometric layers, then brightness +-0.3, contrast +-0.5, a random gamma in
   [0.7, 1.5] (log-uniform, per image) and a light Gaussian blur (sigma 1 px, blended in with a random strength in
   [0, 1] per image), clipped to [0, 255]. Contrast is passed as ``(0.5, 0.5)``: Keras 3 reads a single float
   ``f`` as factors in ``[1, 1 + f]``, the tuple gives ``[0.5, 1.5]``. ``utils.data.build_augmentation`` (the module attribute that
-  ``utils.data.make_dataset`` calls) is replaced only while that model trains.
+  ``utils.data.make_dataset`` calls) is replaced only while that model trains;
+* ``equalize``: every image (train, validation and test) histogram-equalised right after decoding
+  (:func:`equalize_histogram` replaces ``utils.data.load_image`` while the model trains and predicts), so that
+  exposure and contrast, which differ between the train and test collections, carry no information;
+* ``label-smoothing``: the course recipe with ``CategoricalCrossentropy(label_smoothing=0.1)`` in every
+  ``compile`` (less confident, possibly better-calibrated probabilities).
 
-Hypothesis: the official test images differ from training in exposure and contrast, and stronger intensity
-augmentation helps the specificity on test. Every threshold comes from validation (``run.threshold``); nothing
+Hypothesis: the official test images differ from training in exposure and contrast, and a model that cannot rely
+on them (augmented or equalised away) keeps its specificity on test. Every threshold comes from validation (``run.threshold``); nothing
 is chosen on test, this only reports. Prints a Markdown table; writes ``<output>/../train_levers.json`` (default
 ``outputs/benchmarks/train_levers.json``) after each variant.
 """
@@ -43,7 +53,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_data  # noqa: E402  (benchmarks/real_data.py: settings and scoring as there)
 
 OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
-VARIANTS = ("baseline", "strong-intensity")
+VARIANTS = ("baseline", "strong-intensity", "equalize", "label-smoothing")
+LABEL_SMOOTHING = 0.1
 MODEL = "mobilenet_025"
 SPLITS = real_data.SPLITS
 
@@ -145,23 +156,69 @@ def build_strong_intensity(seed: int | None = None):
 
 
 ORIGINAL_BUILD = None  # utils.data.build_augmentation as imported, set by augmentation()
+ORIGINAL_LOAD = None  # utils.data.load_image as imported, set by augmentation()
+
+
+def equalize_histogram(image):
+    """Histogram equalisation of one grey ``uint8`` image ``(S, S, 1)``: each grey level becomes its rank (the
+    cumulative share of pixels at or below it) times 255, so every image uses the whole range evenly."""
+    import tensorflow as tf
+
+    values = tf.cast(tf.reshape(image, [-1]), tf.int32)
+    cdf = tf.cumsum(tf.math.bincount(values, minlength=256, maxlength=256))
+    cdf_min = tf.reduce_min(tf.boolean_mask(cdf, cdf > 0))  # the darkest level present maps to 0
+    spread = tf.maximum(tf.size(values) - cdf_min, 1)
+    lookup = tf.cast(tf.round(255 * (cdf - cdf_min) / spread), tf.uint8)
+    return tf.gather(lookup, tf.cast(image, tf.int32))
+
+
+def load_equalized(path, image_size):
+    """``utils.data.load_image``, then :func:`equalize_histogram` (train, validation and test alike)."""
+    return equalize_histogram(ORIGINAL_LOAD(path, image_size))
+
+
+@contextlib.contextmanager
+def smoothed_labels():
+    """Every ``compile(loss="categorical_crossentropy")`` gets that loss with ``label_smoothing`` instead."""
+    import keras
+
+    compile_ = keras.Model.compile
+
+    def compile_smoothed(self, *args, **kwargs):
+        if kwargs.get("loss") == "categorical_crossentropy":
+            kwargs["loss"] = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING)
+        return compile_(self, *args, **kwargs)
+
+    keras.Model.compile = compile_smoothed
+    try:
+        yield
+    finally:
+        keras.Model.compile = compile_
 
 
 @contextlib.contextmanager
 def augmentation(variant: str):
     """``utils.data.build_augmentation`` replaced for ``variant`` while the block runs (restored after)."""
-    global ORIGINAL_BUILD
+    global ORIGINAL_BUILD, ORIGINAL_LOAD
     from utils import data
 
     ORIGINAL_BUILD = ORIGINAL_BUILD or data.build_augmentation
+    ORIGINAL_LOAD = ORIGINAL_LOAD or data.load_image
     if variant == "baseline":
         yield ORIGINAL_BUILD
         return
-    data.build_augmentation = build_strong_intensity
+    if variant == "label-smoothing":
+        with smoothed_labels():
+            yield ORIGINAL_BUILD
+        return
+    if variant == "equalize":
+        data.load_image = load_equalized
+    else:
+        data.build_augmentation = build_strong_intensity
     try:
-        yield build_strong_intensity
+        yield data.build_augmentation
     finally:
-        data.build_augmentation = ORIGINAL_BUILD
+        data.build_augmentation, data.load_image = ORIGINAL_BUILD, ORIGINAL_LOAD
 
 
 # --- training and the table ---------------------------------------------------------------------------------------
@@ -177,9 +234,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source", type=Path, default=real_data.DEFAULT_SOURCE)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=42, help="the run's seed (split by patient, weights, order)")
     args = parser.parse_args(argv)
     args.output = args.output.expanduser().resolve()
-    args.dataset, args.quick = "pneumonia", False  # what real_data.make_settings reads
+    args.dataset, args.quick, args.train_images = "pneumonia", False, None  # what real_data.make_settings reads
     return args
 
 
@@ -187,11 +245,12 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     from utils.course.experiment import train_model
     from utils.course.manifest import prepare_dataset
 
-    folder = args.output / variant
+    folder = args.output / variant / f"seed{args.seed}"
     folder.mkdir(parents=True, exist_ok=True)
     settings = real_data.make_settings(argparse.Namespace(**{**vars(args), "output": folder}), args.source)
     settings = settings.with_(weights=str(args.weights))
-    prepared = prepare_dataset(settings, settings.dataset)
+    prepared = prepare_dataset(settings, settings.dataset)  # split by patient with CXR_SEED (42): one split for all
+    settings = settings.with_(seed=args.seed)  # the training seed: initial head, order, augmentation
     counts = prepared.manifest.groupby(["split", "label"]).size().to_dict()
     print(f"\n== {variant}: {len(prepared.manifest)} images {counts}; profile {settings.profile.name}, "
           f"{settings.profile.image_size} px, epochs {args.epochs}, seed {settings.seed}", flush=True)  # fmt: skip
@@ -211,8 +270,8 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
 def save(path: Path, rows: list[dict]) -> None:
     """Keep the other variants' rows of an earlier invocation; replace this one's."""
     old = json.loads(path.read_text()) if path.is_file() else []
-    new = {row["variant"] for row in rows}
-    path.write_text(json.dumps([row for row in old if row.get("variant") not in new] + rows, indent=1))
+    new = {(row["variant"], row["seed"]) for row in rows}
+    path.write_text(json.dumps([row for row in old if (row.get("variant"), row.get("seed")) not in new] + rows, indent=1))
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -11,7 +11,15 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from benchmarks.levers import VIEWS, moved_threshold, prior_shift_em, reweight, train_priors, view_transform
+from benchmarks.levers import (
+    VIEWS,
+    moved_threshold,
+    prior_shift_em,
+    reweight,
+    run_label,
+    train_priors,
+    view_transform,
+)
 from utils.course.runs import Run, load_run, save_json
 
 TRAIN_PRIOR = np.array([0.26, 0.74])  # the Kermany training split: about a quarter NORMAL
@@ -163,3 +171,41 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
     assert [(r[0], r[2]) for r in main_rows] == [(r["model"], f"{r['threshold']:.3f}") for r in result["rows"]]
     assert len([r for r in cells if len(r) == 9 and r[0] != "model"]) == 2 * 3 * 2  # EM: models x priors x splits
     assert "EM details" in out and out.rstrip().endswith("levers.json")
+
+
+def test_runs_of_one_model_are_named_by_their_seed():
+    from types import SimpleNamespace
+
+    def fake(model, seed):
+        return SimpleNamespace(model_name=model, config={"seed": seed})
+
+    seeds = [fake("mobilenet_025", 1), fake("mobilenet_025", 42)]
+    assert [run_label(run, seeds) for run in seeds] == ["mobilenet_025 seed 1", "mobilenet_025 seed 42"]
+    mixed = [fake("cnn", 42), fake("mobilenet_025", 42)]
+    assert [run_label(run, mixed) for run in mixed] == ["cnn", "mobilenet_025"]
+
+
+def test_a_three_class_run_is_scored_as_normal_against_pneumonia():
+    """p(PNEUMONIA) = 1 - p(NORMAL) = p(BACTERIA) + p(VIRUS); the threshold comes from validation (Youden's J)."""
+    from types import SimpleNamespace
+
+    from benchmarks.levers import binary_of_three_class
+    from utils.metrics import choose_threshold
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("val", 60), ("test", 45)):
+        y = np.arange(n) % 3  # NORMAL, BACTERIA, VIRUS
+        logits = rng.normal(0, 1, (n, 3)) + 2.5 * np.eye(3)[y]
+        arrays[split] = y, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    run = SimpleNamespace(model_name="cnn", class_names=["NORMAL", "BACTERIA", "VIRUS"], arrays=arrays.get)
+    row = binary_of_three_class(run, n_boot=50)
+    y_val, p_val = arrays["val"]
+    expected = choose_threshold((y_val != 0).astype(int), np.c_[p_val[:, 0], p_val[:, 1:].sum(axis=1)])
+    assert row["model"] == "cnn (3 classes)" and row["threshold"] == pytest.approx(expected)
+    y_test, p_test = arrays["test"]
+    pneumonia = y_test != 0
+    assert row["test"]["AUC"][0] == pytest.approx(roc_auc_score(pneumonia, 1 - p_test[:, 0]), abs=5e-5)  # rounded
+    decided = p_test[:, 1:].sum(axis=1) >= row["threshold"]
+    assert row["test"]["accuracy"][0] == pytest.approx((decided == pneumonia).mean(), abs=5e-5)
+    assert row["test"]["specificity"][0] == pytest.approx((~decided[~pneumonia]).mean(), abs=5e-5)

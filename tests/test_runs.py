@@ -300,3 +300,13 @@ def test_resuming_restores_the_runs_profile_but_keeps_the_weights_choice(setting
     finished = _run(run.path.parent / "done")
     with pytest.raises(ConfigError, match="is complete: there is nothing to resume"):
         resume_settings(later, finished)
+
+
+def test_a_run_without_predictions_says_how_to_finish_it(tmp_path):
+    """An interrupted run has no predictions.csv yet: one RunError naming the run and the resume command."""
+    run = Run(tmp_path, {"status": "interrupted"})
+    with pytest.raises(RunError) as error:
+        run.arrays("val")
+    message = str(error.value)
+    assert "\n" not in message and str(tmp_path) in message and "status interrupted" in message
+    assert f"python -m utils train --resume {tmp_path}" in message

@@ -42,3 +42,58 @@ def test_strong_intensity_replaces_the_course_augmentation_only_inside_its_block
     out = np.asarray(augment(batch, training=True))
     assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 255
     np.testing.assert_allclose(np.asarray(augment(batch, training=False)), batch.numpy(), atol=1e-4)
+
+
+def test_equalize_histogram_maps_each_grey_level_to_its_rank():
+    """Against the textbook formula in NumPy: level v -> round(255 (cdf(v) - cdf_min) / (N - cdf_min))."""
+    rng = np.random.default_rng(3)
+    image = rng.normal(90, 20, (24, 24, 1)).clip(0, 255).astype(np.uint8)  # dark, low contrast
+    cdf = np.cumsum(np.bincount(image.ravel(), minlength=256))
+    cdf_min = cdf[cdf > 0].min()
+    expected = np.round(255 * (cdf - cdf_min) / (image.size - cdf_min)).astype(np.uint8)[image]
+    out = train_levers.equalize_histogram(tf.constant(image)).numpy()
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    np.testing.assert_array_equal(out, expected)
+    assert out.min() == 0 and out.max() == 255  # stretched to the whole range
+    # the order of grey levels is kept: a brighter pixel never becomes darker than a dimmer one
+    order = np.argsort(image.ravel(), kind="stable")
+    assert (np.diff(out.ravel()[order].astype(int)) >= 0).all()
+    # exposure and contrast no longer matter: halving the contrast and brightening gives the same picture
+    halved = image // 2
+    np.testing.assert_array_equal(train_levers.equalize_histogram(tf.constant(halved + 40)).numpy(),
+                                  train_levers.equalize_histogram(tf.constant(halved)).numpy())  # fmt: skip
+
+
+def test_equalize_replaces_load_image_only_inside_its_block(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(1).integers(60, 120, (40, 40), dtype=np.uint8)).save(path)
+    original = data.load_image
+    with train_levers.augmentation("equalize"):
+        loaded = data.load_image(str(path), 32).numpy()
+        assert data.build_augmentation is train_levers.ORIGINAL_BUILD
+    assert data.load_image is original
+    plain = original(str(path), 32).numpy()
+    assert loaded.shape == plain.shape == (32, 32, 1)
+    np.testing.assert_array_equal(loaded, train_levers.equalize_histogram(tf.constant(plain)).numpy())
+    assert plain.max() - plain.min() < 100 and loaded.min() == 0 and loaded.max() == 255
+
+
+def test_label_smoothing_changes_the_loss_only_inside_its_block():
+    import keras
+
+    def compiled():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        return model
+
+    with train_levers.augmentation("label-smoothing"):
+        smoothed = compiled()
+    plain = compiled()
+    assert isinstance(smoothed.loss, keras.losses.CategoricalCrossentropy)
+    assert smoothed.loss.get_config()["label_smoothing"] == train_levers.LABEL_SMOOTHING == 0.1
+    assert plain.loss == "categorical_crossentropy"
+    y, p = np.array([[0.0, 1.0]]), np.array([[0.1, 0.9]])  # smoothed targets (0.05, 0.95)
+    expected = -(0.05 * np.log(0.1) + 0.95 * np.log(0.9))
+    np.testing.assert_allclose(float(smoothed.loss(y, p)), expected, rtol=1e-5)

@@ -90,6 +90,11 @@ class Run:
                            "train the model again.") from None  # fmt: skip
 
     def predictions(self) -> pd.DataFrame:
+        """Every validation and test image with its label and class probabilities, saved when training finished."""
+        if not (self.path / "predictions.csv").is_file():
+            raise RunError(f"{self.path} has no predictions.csv (status {self.config.get('status', 'unknown')}): resume it "
+                           f"with `python -m utils train --resume {self.path}` if it was interrupted, else train the "
+                           "model again.")  # fmt: skip
         return pd.read_csv(self.path / "predictions.csv", keep_default_na=False)
 
     def arrays(self, split: str):
