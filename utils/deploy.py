@@ -9,21 +9,22 @@ gradio) are imported where they are used, so ``import utils.deploy`` needs none 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import pandas as pd
 
-from .course.runs import Run, RunError
 from .data import load_images
 from .gradcam import gradcam_heatmap, overlay
 from .metrics import predict_classes, scores
+
+if TYPE_CHECKING:  # only a type here: the run folders are the command line's business (utils/course/runs.py)
+    from .course.runs import Run
 
 FORMATS = ("savedmodel", "litert", "onnx")
 TOLERANCE = 1e-4  # the largest difference of a class probability a float32 file may show against Keras
@@ -146,25 +147,6 @@ def parity_table(model: keras.Model, files: dict[str, Path], images: np.ndarray,
                      "AUC": s["AUC"], "d accuracy": round(s["accuracy"] - base["accuracy"], 4),
                      "d AUC": round(s["AUC"] - base["AUC"], 4), "status": status})  # fmt: skip
     return pd.DataFrame(rows).set_index("format")
-
-
-def export_run(run: Run, formats: tuple[str, ...] = FORMATS) -> pd.DataFrame:
-    """Export a run's model into ``RUN/export/`` (replacing an earlier export; ``model.keras`` is only read), check
-    every file on the run's test split and write the table to ``RUN/export/parity.json``."""
-    rows = run.manifest().query("split == 'test'")
-    if missing := [p for p in rows["path"] if not Path(p).is_file()]:
-        raise RunError(f"{len(missing)} image(s) of the run's test split are gone, e.g. {missing[0]}.")
-    model, folder = run.load_model(), run.path / "export"
-    shutil.rmtree(folder, ignore_errors=True)
-    files = export_model(model, folder, tuple(formats))
-    images = load_images(list(rows["path"]), int(run.config["image_size"]))
-    y_true = rows["label"].map({c: i for i, c in enumerate(run.class_names)}).to_numpy()
-    table = parity_table(model, files, images, y_true, run.threshold)
-    result = {"run": str(run.path), "test_images": len(rows), "tolerance": TOLERANCE, "threshold": run.threshold,
-              "files": {k: str(v.relative_to(run.path)) for k, v in files.items()},
-              "formats": json.loads(table.to_json(orient="index"))}  # fmt: skip
-    (folder / "parity.json").write_text(json.dumps(result, indent=1))
-    return table
 
 
 # saved in utils/deploy.py

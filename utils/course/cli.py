@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import PROFILES, SPLITS, ConfigError, Settings, get_settings
 from .datasets import REGISTRY, DatasetError
@@ -22,6 +24,11 @@ from .download import DownloadError
 from .runs import RunError
 from .runtime import quiet_libraries
 from .weights import WeightsError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .runs import Run
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -229,9 +236,31 @@ def cmd_links(args: argparse.Namespace) -> None:
     main_links(args.repo)
 
 
+def export_run(run: Run, formats: tuple[str, ...]) -> pd.DataFrame:
+    """Export a run's model into ``RUN/export/`` (replacing an earlier export; ``model.keras`` is only read), check
+    every file on the run's test split and write the table to ``RUN/export/parity.json``."""
+    from ..data import load_images
+    from ..deploy import TOLERANCE, export_model, parity_table
+
+    rows = run.manifest().query("split == 'test'")
+    if missing := [p for p in rows["path"] if not Path(p).is_file()]:
+        raise RunError(f"{len(missing)} image(s) of the run's test split are gone, e.g. {missing[0]}.")
+    model, folder = run.load_model(), run.path / "export"
+    shutil.rmtree(folder, ignore_errors=True)
+    files = export_model(model, folder, tuple(formats))
+    images = load_images(list(rows["path"]), int(run.config["image_size"]))
+    y_true = rows["label"].map({c: i for i, c in enumerate(run.class_names)}).to_numpy()
+    table = parity_table(model, files, images, y_true, run.threshold)
+    result = {"run": str(run.path), "test_images": len(rows), "tolerance": TOLERANCE, "threshold": run.threshold,
+              "files": {k: str(v.relative_to(run.path)) for k, v in files.items()},
+              "formats": json.loads(table.to_json(orient="index"))}  # fmt: skip
+    (folder / "parity.json").write_text(json.dumps(result, indent=1))
+    return table
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     quiet_libraries()
-    from ..deploy import TOLERANCE, export_run
+    from ..deploy import TOLERANCE
     from .runs import load_run
 
     run = load_run(args.run)
