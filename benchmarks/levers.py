@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/levers.py [--runs DIR ...] [--output DIR] [--n-boot N] [--no-tta] [--quick]
+    python benchmarks/levers.py [--runs DIR ...] [--output DIR] [--n-boot N] [--no-tta] [--no-adabn] [--quick]
 
 ``--runs``: run folders (a model folder stands for its ``LATEST`` run); default: the latest complete run of every
 model under ``<output>/runs/pneumonia/`` (``--output`` defaults to ``outputs/benchmarks/``). For each run, at the
@@ -22,7 +22,11 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
 4. **ensemble**: the mean probability of the runs (CNN and MobileNet when both exist), on the images they share,
    threshold chosen on the ensemble's validation probabilities (``choose_threshold``); ``--runs`` with several
    runs of one model trained with different seeds on the same split gives a seed ensemble (rows named by seed);
-5. **three-class training, binary decision**: a ``pneumonia3`` run among ``--runs`` is scored as NORMAL against
+5. **AdaBN** (Li et al. 2018, "Adaptive batch normalization for practical domain adaptation"): each split is
+   predicted by a copy of the model whose BatchNorm moving means and variances are recomputed on that split's own
+   images (unlabelled; one forward pass, no weight changes), threshold re-chosen on the adapted validation
+   probabilities. Like EM it reads the test images without their labels (transductive);
+6. **three-class training, binary decision**: a ``pneumonia3`` run among ``--runs`` is scored as NORMAL against
    PNEUMONIA on ``1 - p(NORMAL)``, with its own threshold chosen on validation (no other lever for it).
 
 Nothing is chosen on the test split: every threshold comes from validation, and EM reads test predictions without
@@ -169,6 +173,40 @@ def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) ->
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
+# --- AdaBN: BatchNorm statistics of the images at hand ----------------------------------------------------------
+
+
+def adapt_batchnorm(model, images: np.ndarray) -> int:
+    """AdaBN (Li et al. 2018): every BatchNormalization layer's moving mean and variance become those of
+    ``images``, from one forward pass in training mode with momentum 0; no weight changes. Returns the number
+    of layers adapted (0: the model has no BatchNorm, nothing changed)."""
+    import keras
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.trainable, layer.momentum = True, 0.0  # frozen BatchNorm would ignore training=True
+    if norms:
+        model(images, training=True)  # the outputs are not used: only the statistics are kept
+    for layer in norms:
+        layer.trainable = False
+    return len(norms)
+
+
+def adabn_probs(run, paths: dict[str, list[str]]) -> tuple[dict[str, np.ndarray], int]:
+    """Each split's probabilities from a fresh copy of the run's model whose BatchNorm statistics are that split's
+    own (unlabelled) images; ``({}, 0)`` when the model has no BatchNorm."""
+    from utils.data import load_images
+
+    probs, adapted = {}, 0
+    for split, split_paths in paths.items():
+        model = run.load_model()
+        images = load_images(split_paths, int(run.config["image_size"]))
+        if not (adapted := adapt_batchnorm(model, images)):
+            return {}, 0
+        probs[split] = model.predict(images, batch_size=32, verbose=0)
+    return probs, adapted
+
+
 # --- scoring -------------------------------------------------------------------------------------------------------
 
 
@@ -192,8 +230,8 @@ def run_label(run, runs: list) -> str:
     return run.model_name
 
 
-def levers_of_run(run, runs: list, n_boot: int, tta: bool) -> tuple[list[dict], dict]:
-    """The rows of one run of ``runs`` (baseline, EM with each reference prior, TTA) and the EM and TTA details."""
+def levers_of_run(run, runs: list, n_boot: int, tta: bool, adabn: bool = False) -> tuple[list[dict], dict]:
+    """The rows of one run of ``runs`` (baseline, EM with each reference prior, TTA, AdaBN) and their details."""
     from utils.metrics import choose_threshold, roc_auc
 
     name, threshold = run_label(run, runs), run.threshold
@@ -236,6 +274,14 @@ def levers_of_run(run, runs: list, n_boot: int, tta: bool) -> tuple[list[dict], 
                                                              for s in SPLITS},
                           "per_view_auc": {s: {v: round(roc_auc(data[s][1], p), 4) for v, p in views[s].items()}
                                            for s in SPLITS}}  # fmt: skip
+    if adabn:
+        adapted, layers = adabn_probs(run, {split: paths for split, (paths, _, _) in data.items()})
+        if adapted:
+            adabn_threshold = choose_threshold(data["val"][1], adapted["val"])
+            rows.append({"model": name, "lever": "AdaBN (each split's own BatchNorm statistics), threshold re-chosen on val",
+                         "threshold": adabn_threshold,
+                         **{s: score(data[s][1], adapted[s], adabn_threshold, n_boot) for s in SPLITS}})  # fmt: skip
+        details["adabn"] = {"batchnorm_layers": layers, "threshold": adabn_threshold if adapted else None}
     return rows, details
 
 
@@ -376,7 +422,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default outputs/benchmarks, outputs/benchmarks/quick-levers with --quick)")  # fmt: skip
     parser.add_argument("--dataset", default="pneumonia", help="dataset of the default runs (default pneumonia)")
     parser.add_argument("--n-boot", type=int, help="bootstrap draws for the intervals (default 1000)")
-    parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation (no model is run)")
+    parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
+    parser.add_argument("--no-adabn", action="store_true", help="skip AdaBN (with --no-tta: no model is run)")
     parser.add_argument("--quick", action="store_true", help="two tiny fake runs (for tests)")
     args = parser.parse_args(argv)
     args.output = args.output or (OUTPUT / "quick-levers" if args.quick else OUTPUT)
@@ -417,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         name = run_label(run, runs)
         print(f"{name}: {run.path} ({run.config['image_size']} px, threshold {run.threshold:.3f})", flush=True)
-        run_rows, details[name] = levers_of_run(run, runs, args.n_boot, tta=not args.no_tta)
+        run_rows, details[name] = levers_of_run(run, runs, args.n_boot, tta=not args.no_tta, adabn=not args.no_adabn)
         rows += run_rows
         images[name] = ", ".join(
             f"{s} {len(y)} ({', '.join(f'{c} {n}' for c, n in zip(run.class_names, np.bincount(y, minlength=2), strict=True))})"

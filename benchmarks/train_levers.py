@@ -12,7 +12,9 @@ Trains ``mobilenet_025`` once per variant with the same settings as ``benchmarks
 ``utils.course.experiment.train_model``). The split by patient always uses ``CXR_SEED`` (default 42), so every
 variant and seed sees the same train / validation images; ``--seed`` (default 42) is the training seed (the new
 head's initial weights, the order of the images, the augmentation). Each variant and seed has its data and runs
-under ``<output>/<variant>/seed<N>/`` (default ``outputs/benchmarks/train-levers/``):
+under ``<output>/<variant>/seed<N>/`` (``seed<N>-<S>px/`` for ``--image-size S`` other than 224; default
+``outputs/benchmarks/train-levers/``). ``--image-size 320`` upsamples the 224 px images (more pixels per lung
+detail for the network, no new information):
 
 * ``baseline``: the course augmentation (``utils.data.build_augmentation``: rotation +-5 degrees, zoom 10%, shift
   5%, brightness +-0.1, contrast x0.8 to x1.2; the runs of 2026-12-02 before 03:00 predate that contrast fix:
@@ -26,7 +28,10 @@ under ``<output>/<variant>/seed<N>/`` (default ``outputs/benchmarks/train-levers
   (:func:`equalize_histogram` replaces ``utils.data.load_image`` while the model trains and predicts), so that
   exposure and contrast, which differ between the train and test collections, carry no information;
 * ``label-smoothing``: the course recipe with ``CategoricalCrossentropy(label_smoothing=0.1)`` in every
-  ``compile`` (less confident, possibly better-calibrated probabilities).
+  ``compile`` (less confident, possibly better-calibrated probabilities);
+* ``deep-finetune``: phase 2 trains the second half of MobileNet 0.25 (from ``conv_dw_6``; the course: from
+  ``conv_dw_12``, its last two blocks), BatchNorm still frozen, so more of the features adapt to X-rays;
+* ``full-finetune``: phase 2 trains every layer (from ``conv1``), BatchNorm still frozen.
 
 Hypothesis: the official test images differ from training in exposure and contrast, and a model that cannot rely
 on them (augmented or equalised away) keeps its specificity on test. Every threshold comes from validation (``run.threshold``); nothing
@@ -53,8 +58,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_data  # noqa: E402  (benchmarks/real_data.py: settings and scoring as there)
 
 OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
-VARIANTS = ("baseline", "strong-intensity", "equalize", "label-smoothing")
+VARIANTS = ("baseline", "strong-intensity", "equalize", "label-smoothing", "deep-finetune", "full-finetune")
 LABEL_SMOOTHING = 0.1
+# Where fine-tuning starts (the course: conv_dw_12, the last two blocks): MobileNet's second half, from its
+# 14 x 14 stage (224 px input) on; or every layer.
+FINETUNE_FROM = {"deep-finetune": "conv_dw_6", "full-finetune": "conv1"}
 MODEL = "mobilenet_025"
 SPLITS = real_data.SPLITS
 
@@ -197,6 +205,21 @@ def smoothed_labels():
 
 
 @contextlib.contextmanager
+def deeper_finetuning(first_layer: str):
+    """Fine-tuning (phase 2) trains MobileNet 0.25 from ``first_layer`` on instead of its last two blocks."""
+    import dataclasses
+
+    from utils.models import BACKBONES
+
+    course = BACKBONES[MODEL]
+    BACKBONES[MODEL] = dataclasses.replace(course, unfreeze_from=first_layer)
+    try:
+        yield
+    finally:
+        BACKBONES[MODEL] = course
+
+
+@contextlib.contextmanager
 def augmentation(variant: str):
     """``utils.data.build_augmentation`` replaced for ``variant`` while the block runs (restored after)."""
     global ORIGINAL_BUILD, ORIGINAL_LOAD
@@ -209,6 +232,10 @@ def augmentation(variant: str):
         return
     if variant == "label-smoothing":
         with smoothed_labels():
+            yield ORIGINAL_BUILD
+        return
+    if variant in FINETUNE_FROM:
+        with deeper_finetuning(FINETUNE_FROM[variant]):
             yield ORIGINAL_BUILD
         return
     if variant == "equalize":
@@ -245,7 +272,7 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     from utils.course.experiment import train_model
     from utils.course.manifest import prepare_dataset
 
-    folder = args.output / variant / f"seed{args.seed}"
+    folder = args.output / variant / f"seed{args.seed}{'' if args.image_size == 224 else f'-{args.image_size}px'}"
     folder.mkdir(parents=True, exist_ok=True)
     settings = real_data.make_settings(argparse.Namespace(**{**vars(args), "output": folder}), args.source)
     settings = settings.with_(weights=str(args.weights))
@@ -268,10 +295,14 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
 
 
 def save(path: Path, rows: list[dict]) -> None:
-    """Keep the other variants' rows of an earlier invocation; replace this one's."""
+    """Keep the rows of other variants, seeds and sizes from earlier invocations; replace this one's."""
     old = json.loads(path.read_text()) if path.is_file() else []
-    new = {(row["variant"], row["seed"]) for row in rows}
-    path.write_text(json.dumps([row for row in old if (row.get("variant"), row.get("seed")) not in new] + rows, indent=1))
+
+    def key(row: dict) -> tuple:
+        return row.get("variant"), row.get("seed"), row.get("image_size")
+
+    new = {key(row) for row in rows}
+    path.write_text(json.dumps([row for row in old if key(row) not in new] + rows, indent=1))
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -283,9 +314,9 @@ def markdown_table(rows: list[dict]) -> str:
     head = " | ".join(
         f"{s} {m}" for s in SPLITS for m in ("accuracy", "AUC [95% CI]", "sensitivity", "specificity")
     )
-    lines = [f"| variant | train min | epochs | threshold | {head} |", "|" + "---|" * 12]
+    lines = [f"| variant | seed | px | train min | epochs | threshold | {head} |", "|" + "---|" * 14]
     for row in rows:
-        lines.append(f"| {row['variant']} | {row['train_minutes']:.1f} | {row['epochs_run']} | {row['threshold']:.3f} | "
+        lines.append(f"| {row['variant']} | {row['seed']} | {row['image_size']} | {row['train_minutes']:.1f} | {row['epochs_run']} | {row['threshold']:.3f} | "
                      f"{cell(row['val'])} | {cell(row['test'])} |")  # fmt: skip
     return "\n".join(lines)
 

@@ -209,3 +209,40 @@ def test_a_three_class_run_is_scored_as_normal_against_pneumonia():
     decided = p_test[:, 1:].sum(axis=1) >= row["threshold"]
     assert row["test"]["accuracy"][0] == pytest.approx((decided == pneumonia).mean(), abs=5e-5)
     assert row["test"]["specificity"][0] == pytest.approx((~decided[~pneumonia]).mean(), abs=5e-5)
+
+
+def test_adabn_takes_the_statistics_of_the_images_at_hand():
+    """conv (valid padding) -> BatchNorm: images brightened by a constant shift every conv channel by a constant;
+    after AdaBN on them the network answers as it did after AdaBN on the original images."""
+    import keras
+
+    from benchmarks.levers import adapt_batchnorm
+
+    def model():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((12, 12, 3))
+        x = keras.layers.Conv2D(4, 3, padding="valid")(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+
+    images = np.random.default_rng(0).normal(100, 20, (40, 12, 12, 3)).astype(np.float32)
+    brighter = images + 30
+    plain = model()
+    assert adapt_batchnorm(plain, images) == 1
+    bn = plain.layers[2]
+    conv_out = keras.ops.convert_to_numpy(plain.layers[1](images))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), conv_out.var(axis=(0, 1, 2)), rtol=1e-3)
+    assert not bn.trainable  # frozen again
+    shifted = model()
+    before = keras.ops.convert_to_numpy(shifted(brighter, training=False))
+    adapt_batchnorm(shifted, brighter)
+    after = keras.ops.convert_to_numpy(shifted(brighter, training=False))
+    reference = keras.ops.convert_to_numpy(plain(images, training=False))
+    np.testing.assert_allclose(after, reference, atol=1e-4)
+    assert np.abs(before - reference).max() > 1e-2  # without AdaBN the shift did change the answers
+    no_bn = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    weights = [w.copy() for w in no_bn.get_weights()]
+    assert adapt_batchnorm(no_bn, np.ones((3, 4), np.float32)) == 0
+    assert all((a == b).all() for a, b in zip(weights, no_bn.get_weights(), strict=True))

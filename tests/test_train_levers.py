@@ -4,6 +4,7 @@ is the identity at inference, and replaces ``utils.data.build_augmentation`` onl
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from benchmarks import train_levers
@@ -97,3 +98,27 @@ def test_label_smoothing_changes_the_loss_only_inside_its_block():
     y, p = np.array([[0.0, 1.0]]), np.array([[0.1, 0.9]])  # smoothed targets (0.05, 0.95)
     expected = -(0.05 * np.log(0.1) + 0.95 * np.log(0.9))
     np.testing.assert_allclose(float(smoothed.loss(y, p)), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("variant", "first_layer"), [("deep-finetune", "conv_dw_6"), ("full-finetune", "conv1")])
+def test_deeper_finetuning_unfreezes_more_of_mobilenet_only_inside_its_block(variant, first_layer):
+    import keras
+
+    from utils.models import BACKBONES
+    from utils.training import unfreeze_top
+
+    course = BACKBONES["mobilenet_025"]
+    with train_levers.augmentation(variant):
+        deep = BACKBONES["mobilenet_025"]
+    assert BACKBONES["mobilenet_025"] is course and course.unfreeze_from == "conv_dw_12"
+    assert deep.unfreeze_from == first_layer
+    assert deep.options == course.options == {"alpha": 0.25} and deep.feature_layer == course.feature_layer
+    net = keras.applications.MobileNet(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.25)
+
+    def trained_from(name: str) -> int:
+        for layer in net.layers:
+            layer.trainable = False
+        unfreeze_top(net, name)  # fails if MobileNet has no layer of that name
+        return sum(layer.trainable for layer in net.layers)
+
+    assert trained_from(deep.unfreeze_from) > trained_from(course.unfreeze_from)
