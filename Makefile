@@ -39,7 +39,7 @@ notebooks: setup
 benchmarks: setup
 	$(BIN)/python benchmarks/pipeline.py --source shared
 	$(BIN)/python benchmarks/real_data.py --models cnn --profile laptop
-	$(BIN)/python benchmarks/real_data.py --models mobilenet_025 --profile full --image-size 224
+	$(BIN)/python benchmarks/real_data.py --models mobilenet_025 --profile full --image-size 224 --epochs 5 10
 	$(BIN)/python benchmarks/levers.py
 	$(BIN)/python benchmarks/export.py
 

@@ -100,19 +100,24 @@ def test_label_smoothing_changes_the_loss_only_inside_its_block():
     np.testing.assert_allclose(float(smoothed.loss(y, p)), expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("variant", "first_layer"), [("deep-finetune", "conv_dw_6"), ("full-finetune", "conv1")])
-def test_deeper_finetuning_unfreezes_more_of_mobilenet_only_inside_its_block(variant, first_layer):
-    import keras
-
+@pytest.mark.parametrize(("variant", "first_layer"),
+                         [("top-finetune", "conv_dw_12"), ("deep-finetune", "conv_dw_6"), ("full-finetune", "conv1")])
+def test_finetuning_variants_replace_where_phase_2_starts_only_inside_their_block(variant, first_layer):
     from utils.models import BACKBONES
-    from utils.training import unfreeze_top
 
     course = BACKBONES["mobilenet_025"]
     with train_levers.augmentation(variant):
-        deep = BACKBONES["mobilenet_025"]
-    assert BACKBONES["mobilenet_025"] is course and course.unfreeze_from == "conv_dw_12"
-    assert deep.unfreeze_from == first_layer
-    assert deep.options == course.options == {"alpha": 0.25} and deep.feature_layer == course.feature_layer
+        chosen = BACKBONES["mobilenet_025"]
+    assert BACKBONES["mobilenet_025"] is course and course.unfreeze_from == "conv1"
+    assert chosen.unfreeze_from == first_layer
+    assert chosen.options == course.options == {"alpha": 0.25} and chosen.feature_layer == course.feature_layer
+
+
+def test_the_finetuning_variants_train_more_and_more_of_mobilenet():
+    import keras
+
+    from utils.training import unfreeze_top
+
     net = keras.applications.MobileNet(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.25)
 
     def trained_from(name: str) -> int:
@@ -121,4 +126,5 @@ def test_deeper_finetuning_unfreezes_more_of_mobilenet_only_inside_its_block(var
         unfreeze_top(net, name)  # fails if MobileNet has no layer of that name
         return sum(layer.trainable for layer in net.layers)
 
-    assert trained_from(deep.unfreeze_from) > trained_from(course.unfreeze_from)
+    top, deep, full = (trained_from(train_levers.FINETUNE_FROM[v]) for v in ("top-finetune", "deep-finetune", "full-finetune"))
+    assert top < deep < full

@@ -88,11 +88,11 @@ def test_freeze_backbone_trains_only_the_head(data, tmp_path):
 def test_unfreeze_top_trains_from_the_backbones_first_layer_with_batchnorm_frozen():
     model = mobilenet()
     freeze_backbone(model)
-    unfreeze_top(model, MOBILENET_025.unfreeze_from)
+    unfreeze_top(model, "conv_dw_12")  # width 1.0's choice: the last two blocks
     names = [layer.name for layer in model.layers]
-    start = names.index(MOBILENET_025.unfreeze_from)
+    start = names.index("conv_dw_12")
     for layer in model.layers[:start]:
-        assert not layer.trainable, f"{layer.name} is below {MOBILENET_025.unfreeze_from}: it must stay frozen"
+        assert not layer.trainable, f"{layer.name} is below conv_dw_12: it must stay frozen"
     top = model.layers[start:]
     assert any(isinstance(layer, layers.BatchNormalization) for layer in top)
     for layer in top:
@@ -101,6 +101,16 @@ def test_unfreeze_top_trains_from_the_backbones_first_layer_with_batchnorm_froze
     assert not model.get_layer("conv_pw_11").trainable  # below conv_dw_12
     with pytest.raises(ValueError):
         unfreeze_top(model, "no_such_layer")
+
+
+def test_mobilenet_025_fine_tunes_every_convolution():
+    """Width 0.25 starts fine-tuning at its first convolution: every conv layer trains, no BatchNorm does."""
+    model = mobilenet()
+    freeze_backbone(model)
+    unfreeze_top(model, MOBILENET_025.unfreeze_from)
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D)]
+    assert len(convs) == 27 and all(layer.trainable for layer in convs)
+    assert not any(layer.trainable for layer in model.layers if isinstance(layer, layers.BatchNormalization))
 
 
 # --- Callbacks and one fit ---------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ RESNET50 = Backbone(
 )
 MOBILENET = Backbone("mobilenet", keras.applications.MobileNet, "tf", feature_layer="conv_pw_13_relu", unfreeze_from="conv_dw_12")
 MOBILENET_025 = Backbone(
-    "mobilenet_025", keras.applications.MobileNet, "tf", feature_layer="conv_pw_13_relu", unfreeze_from="conv_dw_12",
+    "mobilenet_025", keras.applications.MobileNet, "tf", feature_layer="conv_pw_13_relu", unfreeze_from="conv1",
     options={"alpha": 0.25},
 )  # fmt: skip
 DENSENET121 = Backbone(
