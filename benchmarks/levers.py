@@ -451,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     three = [run for run in runs if len(run.class_names) == 3 and "NORMAL" in run.class_names]
     runs = [run for run in runs if run not in three]
     for run in runs + three:
-        if run.config.get("status") != "complete" or (run in runs and (run.threshold is None or len(run.class_names) != 2)):
+        two_class = len(run.class_names) == 2 and run.threshold is not None
+        if run.config.get("status") != "complete" or not (two_class or run in three):
             print(f"error: {run.path} is neither a complete two-class run nor a complete three-class run with NORMAL "
                   f"(status {run.config.get('status')}).", file=sys.stderr)  # fmt: skip
             return 2

@@ -82,11 +82,11 @@ def make_settings(args: argparse.Namespace, source: Path):
         changes |= {"epochs": head + finetune, "head_epochs": head, "finetune_epochs": finetune}
     if args.image_size:
         changes["image_size"] = args.image_size
-    profile = get_settings(args.profile).profile
+    settings = get_settings(args.profile)
     if args.train_images is not None:
-        changes["images"] = profile.images | {"train": args.train_images or None}
+        changes["images"] = settings.profile.images | {"train": args.train_images or None}
     dataset = args.dataset.replace("pneumonia", "synthetic") if args.quick else args.dataset
-    return get_settings(args.profile).with_(
+    return settings.with_(
         dataset=dataset, source=source.resolve(), data_dir=args.output / "data", output_dir=args.output, **changes
     )
 
