@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 # make test runs the notebooks hermetically: tiny profile, the embedded dataset, outputs kept apart
 SMOKE_ENV := CXR_PROFILE=smoke CXR_DATASET=synthetic CXR_OUTPUT_DIR=outputs/smoke
 
-.PHONY: setup course test lint unit notebooks benchmarks clean
+.PHONY: setup course test lint unit notebooks benchmarks clean \
+        nbval-prepare nbval-train-a nbval-train-b nbval-read-runs-a nbval-read-runs-b
 
 setup: $(STAMP)
 
@@ -30,10 +31,27 @@ lint: setup
 	$(BIN)/actionlint
 
 unit: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
+# nbval runs every notebook, then its solutions, each in one kernel that keeps one core busy. The lessons form a
+# chain: 01 prepares the data, 04-08 train the runs that 09-11 and the solutions read. Between those links two
+# lanes run side by side; the nbval-* targets below are that chain, written as make prerequisites.
 notebooks: setup
-	$(SMOKE_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/ solutions/
+	@$(MAKE) --no-print-directory -j2 --output-sync=target nbval-read-runs-a nbval-read-runs-b
+
+NBVAL  := $(SMOKE_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider -q
+lesson  = $(foreach n,$(1),notebooks/$(n)_*.ipynb solutions/$(n)_solutions.ipynb)
+
+nbval-prepare:
+	$(NBVAL) $(call lesson,01)
+nbval-train-a: nbval-prepare
+	$(NBVAL) $(call lesson,04 05 06 03)
+nbval-train-b: nbval-prepare
+	$(NBVAL) $(call lesson,02 07 08)
+nbval-read-runs-a: nbval-train-a nbval-train-b
+	$(NBVAL) $(call lesson,09 10)
+nbval-read-runs-b: nbval-train-a nbval-train-b
+	$(NBVAL) $(call lesson,11)
 
 # real images from ../shared when present (each script says so and skips otherwise); about 40 minutes on 2 cores
 benchmarks: setup

@@ -211,3 +211,34 @@ def test_notebook_09_chooses_everything_on_validation_before_it_opens_test():
     assert max(chosen.values()) < first_test, f"cells {chosen} must all come before the first test cell {first_test}"
     later = "\n".join(code[first_test:])
     assert not re.search(r"choose_threshold\(|fit_temperature\(|sort_values\(", later), "something is chosen on test"
+
+
+def nbval_chain(makefile: str) -> tuple[list[str], dict[str, tuple[list[str], list[str]]]]:
+    """The Makefile's ``notebooks`` goals and its nbval targets: ``{target: (prerequisites, lesson numbers)}``."""
+    goals = re.search(r"^notebooks:.*\n\t.*--output-sync=target ([\w -]+)$", makefile, re.M)
+    targets = re.findall(r"^(nbval-[\w-]+):([^\n]*)\n\t\$\(NBVAL\) \$\(call lesson,([\d ]+)\)$", makefile, re.M)
+    return (goals.group(1).split() if goals else []), {t: (pre.split(), nums.split()) for t, pre, nums in targets}
+
+
+def test_make_notebooks_runs_every_lesson_once_after_the_lessons_it_reads():
+    """`make notebooks` runs nbval in two lanes: every notebook and its solutions exactly once, each lesson after
+    01 (which prepares the data), and 09-11 only after every run of 04-08 has been trained."""
+    makefile = (PROJECT_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^lesson += \$\(foreach n,\$\(1\),notebooks/\$\(n\)_\*\.ipynb solutions/\$\(n\)_solutions\.ipynb\)$",
+                     makefile, re.M), "each lesson runs its notebook, then its solutions"  # fmt: skip
+    goals, chain = nbval_chain(makefile)
+    assert goals and set(goals) <= set(chain)
+    lessons = sorted(n for _, numbers in chain.values() for n in numbers)
+    assert lessons == [p.name[:2] for p in NOTEBOOKS], "every notebook once, none missing"
+
+    def upstream(target: str) -> set[str]:
+        return {t for pre in chain[target][0] for t in {pre} | upstream(pre)}
+
+    reached = set(goals).union(*(upstream(goal) for goal in goals))
+    assert reached == set(chain), f"targets that `make notebooks` never runs: {set(chain) - reached}"
+    for target, (_, numbers) in chain.items():
+        before = {n for t in upstream(target) for n in chain[t][1]}
+        if numbers != ["01"]:
+            assert "01" in before, f"{target} runs before notebook 01 has prepared the data"
+        if max(numbers) >= "09":
+            assert {"04", "05", "06", "07", "08"} <= before, f"{target} reads runs that may not exist yet"
