@@ -56,8 +56,7 @@ nbval-read-runs-b: nbval-train-a nbval-train-b
 # real images from ../shared when present (each script says so and skips otherwise); about 40 minutes on 2 cores
 benchmarks: setup
 	$(BIN)/python benchmarks/pipeline.py --source shared
-	$(BIN)/python benchmarks/real_data.py --models cnn --profile laptop
-	$(BIN)/python benchmarks/real_data.py --models mobilenet_025 --profile full --image-size 224 --epochs 5 10
+	$(BIN)/python benchmarks/real_data.py --models cnn mobilenet_025 --profile laptop
 	$(BIN)/python benchmarks/levers.py
 	$(BIN)/python benchmarks/export.py
 

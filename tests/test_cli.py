@@ -189,3 +189,16 @@ def test_interrupted_run_resumes(trained, synthetic_source, monkeypatch, capsys)
     assert [p.name for p in run.parent.iterdir() if p.is_dir()] == [run.name]
     assert main(["train", "--resume", str(run)]) == 2
     assert "nothing to resume" in one_line_error(capsys)
+
+
+def test_train_takes_the_profiles_recipe_for_the_model_and_the_options_win(cli_env, capsys):
+    """`train --profile laptop --model mobilenet_025` starts from the laptop recipe for that model (every image,
+    patience 6); the command's own --image-size and --epochs win over it."""
+    args = ["train", "--profile", "laptop", "--model", "mobilenet_025", "--image-size", "64", "--epochs", "1", "1",
+            "--weights", "none"]  # fmt: skip
+    assert main(args) == 0
+    model_dir = cli_env.parent / "mobilenet_025"
+    config = json.loads((model_dir / (model_dir / "LATEST").read_text().strip() / "config.json").read_text())
+    profile = config["profile"]
+    assert (profile["name"], profile["patience"], profile["images"]) == ("laptop", 6, {"train": None, "val": None, "test": None})
+    assert (config["image_size"], profile["head_epochs"], profile["finetune_epochs"]) == (64, 1, 1)

@@ -231,3 +231,29 @@ def test_with_an_unknown_setting_fails_loudly(monkeypatch):
     monkeypatch.setenv("CXR_PROFILE", "smoke")
     with pytest.raises(TypeError):
         get_settings().with_(imagesize=64)  # a typo must not pass silently
+
+
+# --- Settings.for_model: a profile's recipe for one model --------------------------------------------------------
+
+COURSE_MODELS = ("cnn", "vgg16", "resnet50", "mobilenet", "mobilenet_025", "densenet121")
+
+
+def test_laptop_trains_mobilenet_025_with_the_course_recipe(monkeypatch):
+    """The README's best CPU recipe is the laptop profile's default for MobileNet 0.25: 224 px, every image,
+    5 + 10 epochs, patience 6; the rest of the profile (batch, learning rate) and the other models stay as they are."""
+    monkeypatch.setenv("CXR_PROFILE", "laptop")
+    settings = get_settings()
+    recipe = settings.for_model("mobilenet_025").profile
+    assert (recipe.name, recipe.image_size, recipe.head_epochs, recipe.finetune_epochs, recipe.patience) == (
+        "laptop", 224, 5, 10, 6)  # fmt: skip
+    assert recipe.images == {"train": None, "val": None, "test": None}
+    assert (recipe.batch_size, recipe.learning_rate) == (settings.profile.batch_size, settings.profile.learning_rate)
+    for model in set(COURSE_MODELS) - {"mobilenet_025"}:
+        assert settings.for_model(model) == settings
+    assert settings.profile.image_size == 128 and PROFILES["laptop"].images["train"] == 1000  # nothing changed in place
+
+
+@pytest.mark.parametrize("name", ["smoke", "full"])
+def test_smoke_and_full_have_no_model_recipe(name):
+    settings = get_settings(name)
+    assert all(settings.for_model(model) == settings for model in COURSE_MODELS)

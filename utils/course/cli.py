@@ -47,8 +47,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """``CXR_*`` settings with the command's options on top (every number checked)."""
+    """``CXR_*`` settings, the profile's recipe for ``--model``, and the command's options on top (every number
+    checked)."""
     settings = get_settings(getattr(args, "profile", None))
+    if getattr(args, "model", None):
+        settings = settings.for_model(args.model)
     changes = {"dataset": getattr(args, "dataset", None) or settings.dataset}
     if getattr(args, "source", None):
         changes["source"] = Path(args.source).expanduser().resolve()
@@ -223,7 +226,8 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         notebook = nbformat.read(path, as_version=4)
         try:
-            NotebookClient(notebook, timeout=args.timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
+            NotebookClient(notebook, timeout=args.timeout, resources={"metadata": {"path": str(path.parent)}},
+                           extra_arguments=["--IPKernelApp.log_level=ERROR"]).execute()  # no TCP-transport warning
         finally:
             nbformat.write(notebook, out / path.name)
             (out / path.with_suffix(".html").name).write_text(HTMLExporter().from_notebook_node(notebook)[0])

@@ -36,7 +36,8 @@ def resume_settings(settings: Settings, run: Run) -> Settings:
     if run.config.get("status") == "complete":
         raise ConfigError(f"{run.path} is complete: there is nothing to resume.")
     # "weights" is the profile's default choice, not the one the run used: CXR_WEIGHTS / --weights stay as given
-    profile = {k: v for k, v in run.config["profile"].items() if k not in ("name", "description", "images", "weights")}
+    ignore = ("name", "description", "images", "weights", "recipes")
+    profile = {k: v for k, v in run.config["profile"].items() if k not in ignore}
     return settings.with_(dataset=run.config["dataset"], seed=run.config["seed"], **profile)
 
 
