@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -23,15 +23,25 @@ from .data import load_images
 from .gradcam import gradcam_heatmap, overlay
 from .metrics import predict_classes, scores
 
-if TYPE_CHECKING:  # only a type here: the run folders are the command line's business (utils/course/runs.py)
-    from .course.runs import Run
-
 FORMATS = ("savedmodel", "litert", "onnx")
 TOLERANCE = 1e-4  # the largest difference of a class probability a float32 file may show against Keras
 MAX_PIXELS = 50_000_000  # a bigger upload is refused (a large digital X-ray has about 9 million pixels)
 MAX_UPLOAD = "30mb"
 DISCLAIMER = ("**Educational demo, not a medical device.** It was trained on a small course dataset; it must not be "
               "used to diagnose, treat or triage anyone.")  # fmt: skip
+
+
+class Run(Protocol):
+    """What the demo reads of a run: :class:`utils.course.runs.Run` (the run folders are the command line's
+    business) has all of it."""
+
+    path: Path
+    config: dict
+    class_names: list[str]
+    threshold: float | None
+    title: str
+
+    def load_model(self) -> keras.Model: ...
 
 
 # saved in utils/deploy.py
