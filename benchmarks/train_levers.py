@@ -29,6 +29,10 @@ detail for the network, no new information):
   exposure and contrast, which differ between the train and test collections, carry no information;
 * ``label-smoothing``: the course recipe with ``CategoricalCrossentropy(label_smoothing=0.1)`` in every
   ``compile`` (less confident, possibly better-calibrated probabilities);
+* ``mixup``: every training batch, after the course augmentation, mixed with a shuffled copy of itself
+  (Zhang et al. 2018): ``lam * x_i + (1 - lam) * x_j`` and the same for the one-hot labels, one ``lam ~
+  Beta(0.2, 0.2)`` per image (:func:`mixup`); Keras weighs each mixed image by the class weight of its larger
+  share. Smoother decision boundaries, possibly a ranking that holds better on shifted images;
 * ``top-finetune``, ``deep-finetune``, ``full-finetune``: phase 2 trains MobileNet 0.25 from ``conv_dw_12`` (its
   last two blocks), ``conv_dw_6`` (its second half) or ``conv1`` (every layer), BatchNorm always frozen. The
   course fine-tuned from ``conv_dw_12`` until 2026-12-02 (the ``baseline`` runs of that day before 05:00) and
@@ -59,9 +63,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_data  # noqa: E402  (benchmarks/real_data.py: settings and scoring as there)
 
 OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
-VARIANTS = ("baseline", "strong-intensity", "equalize", "label-smoothing", "top-finetune", "deep-finetune",
+VARIANTS = ("baseline", "strong-intensity", "equalize", "label-smoothing", "mixup", "top-finetune", "deep-finetune",
             "full-finetune")  # fmt: skip
 LABEL_SMOOTHING = 0.1
+MIXUP_ALPHA = 0.2
 # Where phase 2 starts: the last two blocks (the course until 2026-12-02), MobileNet's second half (from its
 # 14 x 14 stage at 224 px), or every layer (the course's MOBILENET_025 since then: the same as "baseline").
 FINETUNE_FROM = {"top-finetune": "conv_dw_12", "deep-finetune": "conv_dw_6", "full-finetune": "conv1"}
@@ -206,6 +211,37 @@ def smoothed_labels():
         keras.Model.compile = compile_
 
 
+def mixup(images, labels, alpha: float = MIXUP_ALPHA, seed: int | None = None):
+    """One batch mixed with a shuffled copy of itself: ``lam * a + (1 - lam) * b`` for the images and the one-hot
+    labels alike, ``lam ~ Beta(alpha, alpha)`` per image (drawn as ``g1 / (g1 + g2)`` of two Gamma(alpha))."""
+    import tensorflow as tf
+
+    n = tf.shape(images)[0]
+    g1, g2 = (tf.random.gamma([n], alpha, seed=seed), tf.random.gamma([n], alpha, seed=None if seed is None else seed + 1))
+    lam = g1 / tf.maximum(g1 + g2, 1e-12)
+    other = tf.random.shuffle(tf.range(n), seed=seed)
+    mixed_images = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * tf.gather(images, other)
+    return mixed_images, lam[:, None] * labels + (1 - lam[:, None]) * tf.gather(labels, other)
+
+
+@contextlib.contextmanager
+def mixed_batches():
+    """``utils.data.make_dataset`` mixes its training batches (:func:`mixup`) while the block runs."""
+    from utils import data
+
+    make_dataset = data.make_dataset
+
+    def make_mixed(*args, **kwargs):
+        ds = make_dataset(*args, **kwargs)
+        return ds.map(mixup) if kwargs.get("training") else ds
+
+    data.make_dataset = make_mixed
+    try:
+        yield
+    finally:
+        data.make_dataset = make_dataset
+
+
 @contextlib.contextmanager
 def deeper_finetuning(first_layer: str):
     """Fine-tuning (phase 2) trains MobileNet 0.25 from ``first_layer`` on, whatever the course's choice."""
@@ -234,6 +270,10 @@ def augmentation(variant: str):
         return
     if variant == "label-smoothing":
         with smoothed_labels():
+            yield ORIGINAL_BUILD
+        return
+    if variant == "mixup":
+        with mixed_batches():
             yield ORIGINAL_BUILD
         return
     if variant in FINETUNE_FROM:

@@ -1,11 +1,14 @@
-"""benchmarks/train_levers.py (issue 13): the stronger intensity augmentation keeps shape and the [0, 255] range,
-is the identity at inference, and replaces ``utils.data.build_augmentation`` only inside its block."""
+"""benchmarks/train_levers.py (issue 13): each variant's patch does what it says (the stronger intensity
+augmentation keeps shape and the [0, 255] range and is the identity at inference; equalisation, label smoothing,
+mixup and deeper fine-tuning compute what they should) and changes the course only inside its block."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
+from conftest import write_image
 
 from benchmarks import train_levers
 from utils import data
@@ -128,3 +131,38 @@ def test_the_finetuning_variants_train_more_and_more_of_mobilenet():
 
     top, deep, full = (trained_from(train_levers.FINETUNE_FROM[v]) for v in ("top-finetune", "deep-finetune", "full-finetune"))
     assert top < deep < full
+
+
+def test_mixup_mixes_images_and_labels_with_one_weight_per_image():
+    """Each mixed image is lam * x_i + (1 - lam) * x_j for one lam in [0, 1] and one partner j, and its label is the
+    same blend of the two one-hot labels (so it sums to 1)."""
+    x = tf.constant(images(8))
+    y = tf.one_hot([0, 1, 0, 1, 1, 0, 1, 1], 2)
+    mixed_x, mixed_y = (t.numpy() for t in train_levers.mixup(x, y, seed=3))
+    assert mixed_x.shape == x.shape and mixed_y.shape == y.shape
+    np.testing.assert_allclose(mixed_y.sum(axis=1), 1, atol=1e-6)
+    x, y = x.numpy(), y.numpy()
+    for i in range(8):
+        fits = []
+        for j in range(8):  # the partner j and lam that explain the mixed image
+            a, b = x[i].ravel(), x[j].ravel()
+            lam = 1.0 if i == j else float(np.dot(mixed_x[i].ravel() - b, a - b) / np.dot(a - b, a - b))
+            if 0 <= lam <= 1 and np.allclose(mixed_x[i], lam * x[i] + (1 - lam) * x[j], atol=1e-3):
+                fits.append((j, lam))
+        assert fits, f"image {i} is not a blend of two batch images"
+        assert any(np.allclose(mixed_y[i], lam * y[i] + (1 - lam) * y[j], atol=1e-4) for j, lam in fits)
+
+
+def test_mixup_changes_only_the_training_batches_inside_its_block(tmp_path):
+    paths = [write_image(tmp_path / f"{i}.png", seed=i) for i in range(4)]
+    manifest = pd.DataFrame({"path": [str(p) for p in paths], "label": ["NORMAL", "PNEUMONIA"] * 2,
+                             "split": ["train"] * 4})  # fmt: skip
+
+    def first_labels(**kwargs):
+        return next(iter(data.make_dataset(manifest, "train", ["NORMAL", "PNEUMONIA"], 32, 4, **kwargs)))[1].numpy()
+
+    with train_levers.augmentation("mixup"):
+        mixed, plain_eval = first_labels(training=True), first_labels()
+    assert not set(np.unique(mixed)) <= {0.0, 1.0}, "training labels inside the block are blends"
+    assert set(np.unique(plain_eval)) <= {0.0, 1.0}
+    assert set(np.unique(first_labels(training=True))) <= {0.0, 1.0}, "outside the block, nothing is mixed"
