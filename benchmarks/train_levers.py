@@ -1,5 +1,5 @@
 """Retraining levers against the shifted Kermany test split (issue 13): intensity augmentation, histogram
-equalisation, label smoothing; several seeds of each.
+equalisation, label smoothing, mixup, fine-tuning depth; several seeds of each.
 
 Usage (from the repository root)::
 
