@@ -217,8 +217,8 @@ def mixup(images, labels, alpha: float = MIXUP_ALPHA, seed: int | None = None):
     import tensorflow as tf
 
     n = tf.shape(images)[0]
-    g1, g2 = (tf.random.gamma([n], alpha, seed=seed), tf.random.gamma([n], alpha, seed=None if seed is None else seed + 1))
-    lam = g1 / tf.maximum(g1 + g2, 1e-12)
+    g = tf.random.gamma([2, n], alpha, seed=seed)
+    lam = g[0] / tf.maximum(g[0] + g[1], 1e-12)
     other = tf.random.shuffle(tf.range(n), seed=seed)
     mixed_images = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * tf.gather(images, other)
     return mixed_images, lam[:, None] * labels + (1 - lam[:, None]) * tf.gather(labels, other)

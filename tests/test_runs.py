@@ -249,6 +249,7 @@ def test_finish_run_saves_everything_and_load_run_reads_it_back(settings, manife
     c = loaded.config
     assert c["status"] == "complete" and c["gradcam_layer"] == "block1_relu2" and c["train_time_s"] == 12.3
     assert c["train_images"] == 6 and c["params"] == model.count_params()
+    assert c["image_size"] == 32 and c["profile"]["image_size"] == 64  # the model's input size, whatever the settings
     assert sorted(p.name for p in run.path.iterdir()) == ["config.json", "history-train.csv", "history.csv", "manifest.csv",
                                                          "model.keras", "predictions.csv"]  # backup and head gone
     predictions = loaded.predictions()

@@ -196,6 +196,7 @@ def finish_run(run: Run, model, data, gradcam_layer: str, train_seconds: float) 
         "threshold": choose_threshold(y_val, p_val) if len(data.class_names) == 2 else None,
         "val_auc": round(roc_auc(y_val, p_val), 4), "train_time_s": round(train_seconds, 1),
         "params": int(model.count_params()), "train_images": int((data.manifest["split"] == "train").sum()),
+        "image_size": int(model.input_shape[1]),  # what later notebooks resize to: the model's own input size
     }  # fmt: skip
     save_json(run.path / "config.json", run.config)
     write_atomic(run.path.parent / LATEST, run.path.name)
