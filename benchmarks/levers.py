@@ -27,7 +27,12 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
    images (unlabelled; one forward pass, no weight changes), threshold re-chosen on the adapted validation
    probabilities. Like EM it reads the test images without their labels (transductive);
 6. **three-class training, binary decision**: a ``pneumonia3`` run among ``--runs`` is scored as NORMAL against
-   PNEUMONIA on ``1 - p(NORMAL)``, with its own threshold chosen on validation (no other lever for it).
+   PNEUMONIA on ``1 - p(NORMAL)``, with its own threshold chosen on validation;
+7. **three-class decisions** for that run, in a table of their own (accuracy, macro-AUC, macro-F1 and each
+   class's F1): the argmax (the course's rule); per-class offsets added to ``log p`` before the argmax, chosen on
+   validation to maximise its macro-F1 (:func:`class_offsets`, the multi-class counterpart of a threshold); and
+   the EM prior shift from each reference prior (the three-class test split has 50 images per class, training
+   about 26/48/26%); with several three-class runs (seeds of one recipe), also their ensemble (mean probability).
 
 Nothing is chosen on the test split: every threshold comes from validation, and EM reads test predictions without
 their labels. Prints a Markdown table and the EM details; writes ``<output>/levers.json``. ``--quick``: two tiny
@@ -38,6 +43,7 @@ fake runs (a fixed-weight brightness model on generated images, seconds) under `
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -301,10 +307,113 @@ def binary_of_three_class(run, n_boot: int) -> dict:
             **{s: score(*binary[s], threshold, n_boot) for s in SPLITS}}  # fmt: skip
 
 
+OFFSET_GRID = np.round(np.arange(-3.0, 3.01, 0.1), 2)  # additive offsets to log p(class), in nats (x20 odds)
+
+
+def class_offsets(y: np.ndarray, probs: np.ndarray, grid: np.ndarray = OFFSET_GRID) -> np.ndarray:
+    """Per-class decision offsets for ``argmax(log p + offsets)``, the multi-class counterpart of a threshold:
+    the offsets on ``grid`` (class 0's fixed at 0: only differences matter) that maximise macro-F1 on ``(y,
+    probs)``, the validation split; of equally good ones the smallest (sum of absolute offsets)."""
+    from sklearn.metrics import f1_score
+
+    log_p = np.log(np.clip(probs, 1e-12, 1))
+    candidates = sorted(itertools.product(grid, repeat=probs.shape[1] - 1), key=lambda b: (np.abs(b).sum(), b))
+    best, best_f1 = np.zeros(probs.shape[1]), -1.0
+    for others in candidates:
+        offsets = np.r_[0.0, others]
+        f1 = f1_score(y, (log_p + offsets).argmax(axis=1), average="macro", labels=range(probs.shape[1]), zero_division=0)
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = offsets, f1
+    return best
+
+
+def shift_probs(probs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``softmax(log p + offsets)``: the probabilities whose argmax is the offset decision."""
+    return reweight(probs, np.exp(offsets))
+
+
+def score_classes(y: np.ndarray, probs: np.ndarray, n_boot: int) -> dict[str, list[float]]:
+    """Accuracy, macro one-vs-rest AUC and macro-F1 at the argmax, with 95% intervals; F1 of each class."""
+    from sklearn.metrics import f1_score
+
+    from utils.metrics import scores_with_ci
+
+    result = {name: list(v) for name, v in scores_with_ci(y, probs, None, n_boot=n_boot).items()
+              if name in ("accuracy", "AUC", "macro-F1")}  # fmt: skip
+    per_class = f1_score(y, probs.argmax(axis=1), average=None, labels=range(probs.shape[1]), zero_division=0)
+    return result | {"F1 per class": [round(float(f), 4) for f in per_class]}
+
+
+def three_class_levers(run, n_boot: int, name: str | None = None) -> tuple[list[dict], dict]:
+    """A three-class run decided by its argmax (the course's rule), by per-class offsets chosen on validation
+    (:func:`class_offsets`), and by the EM prior shift from each reference prior (:func:`train_priors`): the
+    three-class test split (50 per class) has other class shares than training (about 26/48/26%)."""
+    name = name or f"{run.model_name} ({len(run.class_names)} classes)"
+    data = {split: run.arrays(split) for split in SPLITS}
+    rows = [{"model": name, "lever": "argmax (the course's rule)", **{s: score_classes(*data[s], n_boot) for s in SPLITS}}]
+    offsets = class_offsets(*data["val"])
+    rows.append({"model": name, "lever": f"per-class offsets chosen on val ({fmt_offsets(offsets, run.class_names)})",
+                 **{s: score_classes(y, shift_probs(p, offsets), n_boot) for s, (y, p) in data.items()}})  # fmt: skip
+    details = {"run_dir": str(run.path), "class_names": run.class_names, "offsets": offsets.round(2).tolist(), "em": {}}
+    for prior_name, reference in train_priors(run).items():
+        row = {"model": name, "lever": f"EM prior shift (π_train {prior_name} {fmt_prior(reference)})"}
+        details["em"][prior_name] = {"train_prior": reference.round(4).tolist()}
+        for split, (y, p) in data.items():
+            adjusted, estimate, iterations = prior_shift_em(p, reference)
+            row[split] = score_classes(y, adjusted, n_boot)
+            details["em"][prior_name][split] = {
+                "estimated_prior": estimate.round(4).tolist(), "iterations": iterations,
+                "true_prior": (np.bincount(y, minlength=p.shape[1]) / len(y)).round(4).tolist(),
+                "decisions_changed": int((adjusted.argmax(axis=1) != p.argmax(axis=1)).sum())}  # fmt: skip
+        rows.append(row)
+    return rows, details
+
+
+def fmt_offsets(offsets: np.ndarray, class_names: list[str]) -> str:
+    return ", ".join(f"{c} {o:+.1f}" for c, o in zip(class_names, offsets, strict=True))
+
+
+def three_class_table(rows: list[dict], class_names: list[str]) -> str:
+    def cells(s: dict) -> list[str]:
+        out = [f"{s['accuracy'][0]:.3f}"]
+        for metric in ("AUC", "macro-F1"):
+            value, low, high = s[metric]
+            out.append(f"{value:.3f} [{low:.3f}, {high:.3f}]")
+        return out + ["/".join(f"{f:.2f}" for f in s["F1 per class"])]
+
+    per_class = f"F1 {'/'.join(class_names)}"
+    head = ["model", "lever", *(f"{split} {m}" for split in SPLITS for m in
+                                ("accuracy", "AUC [95% CI]", "macro-F1 [95% CI]", per_class))]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([row["model"], row["lever"], *cells(row["val"]), *cells(row["test"])]) + " |")
+    return "\n".join(lines)
+
+
 def ensemble(runs: list, n_boot: int) -> tuple[dict, dict]:
     """The mean probability of ``runs`` on the images they all scored, threshold chosen on its validation part."""
     from utils.metrics import choose_threshold
 
+    merged, counts = mean_probs(runs)
+    threshold = choose_threshold(*merged["val"])
+    name = "+".join(run_label(run, runs) for run in runs)
+    row = {"model": name, "lever": "ensemble (mean probability), threshold chosen on val", "threshold": threshold,
+           **{s: score(*merged[s], threshold, n_boot) for s in SPLITS}}  # fmt: skip
+    return row, {"models": name, "threshold": threshold, "images": counts}
+
+
+def three_class_ensemble(runs: list, n_boot: int) -> dict:
+    """The mean probability of three-class ``runs`` (seeds of one recipe) on the images they share, argmax."""
+    merged, counts = mean_probs(runs)
+    seeds = ", ".join(str(run.config.get("seed")) for run in runs)
+    return {"model": f"{runs[0].model_name} ({len(runs[0].class_names)} classes)",
+            "lever": f"ensemble of {len(runs)} runs (seeds {seeds}; mean probability), argmax; images "
+                     + ", ".join(f"{s} {n}" for s, n in counts.items()),
+            **{s: score_classes(*merged[s], n_boot) for s in SPLITS}}  # fmt: skip
+
+
+def mean_probs(runs: list) -> tuple[dict, dict]:
+    """``({split: (y, mean probs)}, {split: images})`` over the images every run scored (matched by path)."""
     merged, counts = {}, {}
     for split in SPLITS:
         tables = []
@@ -317,11 +426,7 @@ def ensemble(runs: list, n_boot: int) -> tuple[dict, dict]:
             raise ValueError(f"The runs disagree about the labels of some {split} images.")
         merged[split] = y, np.mean([[t[path][1] for path in shared] for t in tables], axis=0)
         counts[split] = len(shared)
-    threshold = choose_threshold(*merged["val"])
-    name = "+".join(run_label(run, runs) for run in runs)
-    row = {"model": name, "lever": "ensemble (mean probability), threshold chosen on val", "threshold": threshold,
-           **{s: score(*merged[s], threshold, n_boot) for s in SPLITS}}  # fmt: skip
-    return row, {"models": name, "threshold": threshold, "images": counts}
+    return merged, counts
 
 
 def fmt_prior(prior: np.ndarray) -> str:
@@ -458,10 +563,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     runs = sorted(runs, key=lambda r: (r.model_name, r.config.get("seed", 0)))
     rows, details, images = [], {}, {}
+    three_rows = []
     for run in three:
         print(f"{run.model_name} ({', '.join(run.class_names)}): {run.path}", flush=True)
         rows.append(binary_of_three_class(run, args.n_boot))
+        if len(three) > 1:  # seeds of one recipe
+            rows[-1]["model"] += f" seed {run.config.get('seed')}"
         images[rows[-1]["model"]] = ", ".join(f"{s} {len(run.arrays(s)[0])}" for s in SPLITS)
+        run_rows, details[rows[-1]["model"]] = three_class_levers(run, args.n_boot, rows[-1]["model"])
+        three_rows += run_rows
     for run in runs:
         name = run_label(run, runs)
         print(f"{name}: {run.path} ({run.config['image_size']} px, threshold {run.threshold:.3f})", flush=True)
@@ -470,17 +580,25 @@ def main(argv: list[str] | None = None) -> int:
         images[name] = ", ".join(
             f"{s} {len(y)} ({', '.join(f'{c} {n}' for c, n in zip(run.class_names, np.bincount(y, minlength=2), strict=True))})"
             for s in SPLITS for y in [run.arrays(s)[0]])  # fmt: skip
+    if len(three) >= 2:
+        three_rows.append(three_class_ensemble(three, args.n_boot))
     if len(runs) >= 2:
         row, details["ensemble"] = ensemble(runs, args.n_boot)
         rows.append(row)
         images[row["model"]] = ", ".join(f"{s} {n} shared" for s, n in details["ensemble"]["images"].items())
-    result = {"runs": [str(run.path) for run in runs], "n_boot": args.n_boot, "rows": rows, "details": details,
+    result = {"runs": [str(run.path) for run in runs + three], "n_boot": args.n_boot, "rows": rows,
+              "three_class_rows": three_rows, "details": details,
               "note": "every threshold chosen on validation; EM reads test predictions without labels"}  # fmt: skip
     args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / "levers.json"
     path.write_text(json.dumps(result, indent=1))
-    print(f"\n{markdown_table(rows, images)}\n\nEM details (estimated from each split's unlabelled predictions):\n\n"
-          f"{em_table({k: v for k, v in details.items() if 'em' in v})}")  # fmt: skip
+    print(f"\n{markdown_table(rows, images)}")
+    binary_em = {k: v for k, v in details.items() if "em" in v and "threshold" in v}
+    if binary_em:
+        print(f"\nEM details (estimated from each split's unlabelled predictions):\n\n{em_table(binary_em)}")
+    if three_rows:
+        print("\nThree classes, decided among all three (every choice made on validation):\n\n"
+              + three_class_table(three_rows, three[0].class_names))
     for model, d in details.items():
         if "tta" in d:
             aucs = d["tta"]["per_view_auc"]

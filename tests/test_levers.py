@@ -246,3 +246,88 @@ def test_adabn_takes_the_statistics_of_the_images_at_hand():
     weights = [w.copy() for w in no_bn.get_weights()]
     assert adapt_batchnorm(no_bn, np.ones((3, 4), np.float32)) == 0
     assert all((a == b).all() for a, b in zip(weights, no_bn.get_weights(), strict=True))
+
+
+def test_class_offsets_are_the_best_on_validation_and_zero_when_the_argmax_is_best():
+    """A model that under-calls class 2 (its log-probability 1.2 too low): the offsets chosen on validation are the
+    grid's best for macro-F1 (checked against every grid point), favour class 2, and help an unseen split too."""
+    from itertools import product
+
+    from sklearn.metrics import f1_score
+
+    from benchmarks.levers import OFFSET_GRID, class_offsets, shift_probs
+
+    rng = np.random.default_rng(3)
+
+    def split(n):
+        y = np.arange(n) % 3
+        logits = rng.normal(0, 1, (n, 3)) + 2.0 * np.eye(3)[y] - np.array([0, 0, 1.2])
+        return y, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+    (y_val, p_val), (y_test, p_test) = split(600), split(600)
+    offsets = class_offsets(y_val, p_val)
+    macro = lambda y, p: f1_score(y, p.argmax(axis=1), average="macro")  # noqa: E731
+    best = max(macro(y_val, shift_probs(p_val, np.r_[0, b])) for b in product(OFFSET_GRID, repeat=2))
+    assert offsets[0] == 0 and macro(y_val, shift_probs(p_val, offsets)) == pytest.approx(best)
+    assert offsets[2] - offsets[1] > 0.5  # class 2 is lifted against class 1
+    assert macro(y_test, shift_probs(p_test, offsets)) > macro(y_test, p_test) + 0.02
+    np.testing.assert_allclose(shift_probs(p_val, offsets).sum(axis=1), 1)
+
+    separable = np.eye(3)[y_val] * 0.9 + 0.05  # the argmax is already perfect: every offset ties, none is taken
+    np.testing.assert_array_equal(class_offsets(y_val, separable), [0, 0, 0])
+
+
+def test_three_class_levers_score_the_argmax_the_offsets_and_em(tmp_path):
+    from sklearn.metrics import f1_score
+
+    from benchmarks.levers import shift_probs, three_class_levers
+
+    names = ["NORMAL", "BACTERIA", "VIRUS"]
+    config = {"model": "mobilenet_025", "class_names": names, "status": "complete"}
+    save_json(tmp_path / "config.json", config)
+    labels = ["NORMAL"] * 26 + ["BACTERIA"] * 48 + ["VIRUS"] * 26
+    pd.DataFrame({"path": [f"{i}.png" for i in range(100)], "label": labels, "split": "train"}).to_csv(
+        tmp_path / "manifest.csv", index=False
+    )
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("val", 90), ("test", 60)):
+        y = np.arange(n) % 3
+        logits = rng.normal(0, 1, (n, 3)) + 1.5 * np.eye(3)[y]
+        arrays[split] = y, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    run = Run(tmp_path, config)
+    run.arrays = arrays.get
+    rows, details = three_class_levers(run, n_boot=50)
+    assert [r["lever"].split(" (")[0] for r in rows] == ["argmax", "per-class offsets chosen on val",
+                                                         "EM prior shift", "EM prior shift"]  # fmt: skip
+    y_test, p_test = arrays["test"]
+    assert rows[0]["test"]["macro-F1"][0] == pytest.approx(f1_score(y_test, p_test.argmax(1), average="macro"), abs=5e-5)
+    shifted = shift_probs(p_test, np.array(details["offsets"]))
+    assert rows[1]["test"]["F1 per class"] == pytest.approx(f1_score(y_test, shifted.argmax(1), average=None), abs=5e-5)
+    em = details["em"]["manifest"]
+    assert em["train_prior"] == pytest.approx([0.26, 0.48, 0.26]) and em["test"]["true_prior"] == pytest.approx([1 / 3] * 3, abs=1e-4)
+
+
+def test_a_three_class_ensemble_averages_the_runs_on_the_images_they_share():
+    from types import SimpleNamespace
+
+    from sklearn.metrics import f1_score
+
+    from benchmarks.levers import three_class_ensemble
+
+    rng = np.random.default_rng(1)
+    runs = []
+    for seed, n_test in ((1, 30), (2, 33)):  # the second run scored three test images more: left out
+        arrays, frames = {}, []
+        for split, n in (("val", 45), ("test", n_test)):
+            y = np.arange(n) % 3
+            logits = rng.normal(0, 1.5, (n, 3)) + 1.0 * np.eye(3)[y]
+            arrays[split] = y, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+            frames.append(pd.DataFrame({"path": [f"{split}/{i}.png" for i in range(n)], "split": split}))
+        table = pd.concat(frames)
+        runs.append(SimpleNamespace(model_name="mobilenet_025", class_names=["NORMAL", "BACTERIA", "VIRUS"],
+                                    config={"seed": seed}, arrays=arrays.get, predictions=lambda t=table: t))  # fmt: skip
+    row = three_class_ensemble(runs, n_boot=50)
+    assert row["lever"].startswith("ensemble of 2 runs (seeds 1, 2") and row["lever"].endswith("val 45, test 30")
+    y, mean = runs[0].arrays("test")[0], (runs[0].arrays("test")[1] + runs[1].arrays("test")[1][:30]) / 2
+    assert row["test"]["macro-F1"][0] == pytest.approx(f1_score(y, mean.argmax(1), average="macro"), abs=5e-5)
