@@ -12,7 +12,8 @@ Trains ``mobilenet_025`` once per variant with the same settings as ``benchmarks
 ``utils.course.experiment.train_model``). The split by patient always uses ``CXR_SEED`` (default 42), so every
 variant and seed sees the same train / validation images; ``--seed`` (default 42) is the training seed (the new
 head's initial weights, the order of the images, the augmentation). Each variant and seed has its data and runs
-under ``<output>/<variant>/seed<N>/`` (``seed<N>-<S>px/`` for ``--image-size S`` other than 224; default
+under ``<output>/<variant>/seed<N>/`` (``seed<N>-<S>px/`` for ``--image-size S`` other than 224, ``-pneumonia3``
+appended for ``--dataset pneumonia3``, the three-class labels; default
 ``outputs/benchmarks/train-levers/``). ``--image-size 320`` upsamples the 224 px images (more pixels per lung
 detail for the network, no new information):
 
@@ -24,6 +25,9 @@ detail for the network, no new information):
   [0, 1] per image), clipped to [0, 255]. Contrast is passed as ``(0.5, 0.5)``: Keras 3 reads a single float
   ``f`` as factors in ``[1, 1 + f]``, the tuple gives ``[0.5, 1.5]``. ``utils.data.build_augmentation`` (the module attribute that
   ``utils.data.make_dataset`` calls) is replaced only while that model trains;
+* ``strong-geometric``: rotation +-10 degrees, zoom 20%, shift 10% (twice the course's; the seed projects'
+  ``ImageDataGenerator`` ranges), then the course's brightness and contrast: patients framed and positioned
+  differently in the later test collection would look familiar;
 * ``equalize``: every image (train, validation and test) histogram-equalised right after decoding
   (:func:`equalize_histogram` replaces ``utils.data.load_image`` while the model trains and predicts), so that
   exposure and contrast, which differ between the train and test collections, carry no information;
@@ -63,8 +67,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_data  # noqa: E402  (benchmarks/real_data.py: settings and scoring as there)
 
 OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
-VARIANTS = ("baseline", "strong-intensity", "equalize", "label-smoothing", "mixup", "top-finetune", "deep-finetune",
-            "full-finetune")  # fmt: skip
+VARIANTS = ("baseline", "strong-intensity", "strong-geometric", "equalize", "label-smoothing", "mixup", "top-finetune",
+            "deep-finetune", "full-finetune")  # fmt: skip
 LABEL_SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
 # Where phase 2 starts: the last two blocks (the course until 2026-12-02), MobileNet's second half (from its
@@ -165,6 +169,25 @@ def build_strong_intensity(seed: int | None = None):
             layers.RandomContrast((0.5, 0.5), value_range=(0, 255), seed=seed),
             random_gamma(0.7, 1.5, seed=seed, name="random_gamma"),  # clips to [0, 255] first
             random_blur(1.0, 1.0, seed=seed, name="random_blur"),  # clips to [0, 255] at the end
+        ],
+        name="augmentation",
+    )
+
+
+def build_strong_geometric(seed: int | None = None):
+    """Larger geometric changes (rotation +-10 degrees, zoom 20%, shift 10%: the ranges of the seed projects'
+    ``ImageDataGenerator``), then the course's intensity layers (taken from ``utils.data.build_augmentation``)."""
+    import keras
+    from keras import layers
+
+    intensity = [layer for layer in ORIGINAL_BUILD(seed).layers
+                 if isinstance(layer, layers.RandomBrightness | layers.RandomContrast)]  # fmt: skip
+    return keras.Sequential(
+        [
+            layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
+            layers.RandomZoom(0.2, fill_mode="constant", seed=seed),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+            *intensity,
         ],
         name="augmentation",
     )
@@ -282,6 +305,8 @@ def augmentation(variant: str):
         return
     if variant == "equalize":
         data.load_image = load_equalized
+    elif variant == "strong-geometric":
+        data.build_augmentation = build_strong_geometric
     else:
         data.build_augmentation = build_strong_intensity
     try:
@@ -304,9 +329,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=42, help="the run's seed (split by patient, weights, order)")
+    parser.add_argument("--dataset", choices=["pneumonia", "pneumonia3"], default="pneumonia",
+                        help="two classes, or three (NORMAL, BACTERIA, VIRUS)")  # fmt: skip
     args = parser.parse_args(argv)
     args.output = args.output.expanduser().resolve()
-    args.dataset, args.quick, args.train_images = "pneumonia", False, None  # what real_data.make_settings reads
+    args.quick, args.train_images = False, None  # what real_data.make_settings reads
     return args
 
 
@@ -314,7 +341,8 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     from utils.course.experiment import train_model
     from utils.course.manifest import prepare_dataset
 
-    folder = args.output / variant / f"seed{args.seed}{'' if args.image_size == 224 else f'-{args.image_size}px'}"
+    size = "" if args.image_size == 224 else f"-{args.image_size}px"
+    folder = args.output / variant / f"seed{args.seed}{size}{'' if args.dataset == 'pneumonia' else f'-{args.dataset}'}"
     folder.mkdir(parents=True, exist_ok=True)
     settings = real_data.make_settings(argparse.Namespace(**{**vars(args), "output": folder}), args.source)
     settings = settings.with_(weights=str(args.weights))
@@ -341,7 +369,7 @@ def save(path: Path, rows: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.is_file() else []
 
     def key(row: dict) -> tuple:
-        return row.get("variant"), row.get("seed"), row.get("image_size")
+        return row.get("variant"), row.get("seed"), row.get("image_size"), row.get("dataset", "pneumonia")
 
     new = {key(row) for row in rows}
     path.write_text(json.dumps([row for row in old if key(row) not in new] + rows, indent=1))
@@ -350,16 +378,16 @@ def save(path: Path, rows: list[dict]) -> None:
 def markdown_table(rows: list[dict]) -> str:
     def cell(scores: dict) -> str:
         auc = scores["AUC"]
-        return (f"{scores['accuracy'][0]:.3f} | {auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}] | "
-                f"{scores['sensitivity'][0]:.3f} | {scores['specificity'][0]:.3f}")  # fmt: skip
+        rest = " | ".join(f"{scores[m][0]:.3f}" if m in scores else "n/a" for m in ("macro-F1", "sensitivity", "specificity"))
+        return f"{scores['accuracy'][0]:.3f} | {auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}] | {rest}"
 
-    head = " | ".join(
-        f"{s} {m}" for s in SPLITS for m in ("accuracy", "AUC [95% CI]", "sensitivity", "specificity")
-    )
-    lines = [f"| variant | seed | px | train min | epochs | threshold | {head} |", "|" + "---|" * 14]
+    metrics = ("accuracy", "AUC [95% CI]", "macro-F1", "sensitivity", "specificity")
+    head = " | ".join(f"{s} {m}" for s in SPLITS for m in metrics)
+    lines = [f"| variant | dataset | seed | px | train min | epochs | threshold | {head} |", "|" + "---|" * 17]
     for row in rows:
-        lines.append(f"| {row['variant']} | {row['seed']} | {row['image_size']} | {row['train_minutes']:.1f} | {row['epochs_run']} | {row['threshold']:.3f} | "
-                     f"{cell(row['val'])} | {cell(row['test'])} |")  # fmt: skip
+        threshold = "argmax" if row["threshold"] is None else f"{row['threshold']:.3f}"
+        lines.append(f"| {row['variant']} | {row['dataset']} | {row['seed']} | {row['image_size']} | {row['train_minutes']:.1f} | "
+                     f"{row['epochs_run']} | {threshold} | {cell(row['val'])} | {cell(row['test'])} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -48,6 +48,24 @@ def test_strong_intensity_replaces_the_course_augmentation_only_inside_its_block
     np.testing.assert_allclose(np.asarray(augment(batch, training=False)), batch.numpy(), atol=1e-4)
 
 
+def test_strong_geometric_doubles_the_geometric_ranges_and_keeps_the_course_intensity_only_inside_its_block():
+    original = data.build_augmentation
+    with train_levers.augmentation("strong-geometric"):
+        augment = data.build_augmentation(42)
+    assert data.build_augmentation is original
+    kinds = [type(layer).__name__ for layer in augment.layers]
+    assert kinds == ["RandomRotation", "RandomZoom", "RandomTranslation", "RandomBrightness", "RandomContrast"]
+    course = original(42).layers
+    assert augment.layers[0].factor == pytest.approx((-10 / 360, 10 / 360))
+    assert augment.layers[1].height_factor == 0.2 and augment.layers[2].height_factor == 0.1
+    assert course[1].height_factor == 0.1 and course[2].height_factor == 0.05  # twice the course's
+    assert augment.layers[3].factor == course[3].factor and augment.layers[4].factor == course[4].factor
+    batch = tf.constant(images().astype(np.uint8))
+    out = np.asarray(augment(batch, training=True))
+    assert out.shape == batch.shape and np.abs(out - batch.numpy()).mean() > 1  # it changes training images
+    np.testing.assert_allclose(np.asarray(augment(batch, training=False)), batch.numpy(), atol=1e-4)
+
+
 def test_equalize_histogram_maps_each_grey_level_to_its_rank():
     """Against the textbook formula in NumPy: level v -> round(255 (cdf(v) - cdf_min) / (N - cdf_min))."""
     rng = np.random.default_rng(3)
@@ -166,3 +184,18 @@ def test_mixup_changes_only_the_training_batches_inside_its_block(tmp_path):
     assert not set(np.unique(mixed)) <= {0.0, 1.0}, "training labels inside the block are blends"
     assert set(np.unique(plain_eval)) <= {0.0, 1.0}
     assert set(np.unique(first_labels(training=True))) <= {0.0, 1.0}, "outside the block, nothing is mixed"
+
+
+def test_the_table_shows_a_three_class_run_by_its_argmax_and_macro_f1():
+    args = train_levers.parse_args(["--dataset", "pneumonia3", "--seed", "2"])
+    assert args.dataset == "pneumonia3" and args.seed == 2
+    two = {"accuracy": [0.9, 0.8, 1.0], "AUC": [0.95, 0.9, 0.99], "macro-F1": [0.88, 0.8, 0.9],
+           "sensitivity": [0.97, 0.9, 1.0], "specificity": [0.74, 0.6, 0.85]}  # fmt: skip
+    three = {name: two[name] for name in ("accuracy", "AUC", "macro-F1")}
+    common = {"variant": "baseline", "seed": 2, "image_size": 224, "train_minutes": 6.0, "epochs_run": 15}
+    rows = [common | {"dataset": "pneumonia", "threshold": 0.2, "val": two, "test": two},
+            common | {"dataset": "pneumonia3", "threshold": None, "val": three, "test": three}]  # fmt: skip
+    lines = train_levers.markdown_table(rows).splitlines()
+    assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
+    assert "| 0.200 | 0.900 | 0.950 [0.900, 0.990] | 0.880 | 0.970 | 0.740 |" in lines[2]
+    assert "| pneumonia3 | 2 | 224 | 6.0 | 15 | argmax | 0.900 | 0.950 [0.900, 0.990] | 0.880 | n/a | n/a |" in lines[3]
