@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     python benchmarks/real_data.py [--models cnn mobilenet_025] [--profile laptop] [--epochs N [N]]
                                    [--image-size S] [--train-images N] [--weights FILE]
-                                   [--dataset pneumonia|pneumonia3]
+                                   [--dataset pneumonia|pneumonia3] [--seeds N [N ...]]
                                    [--source DIR] [--output DIR] [--quick]
 
 ``DIR`` (default ``../shared/data/chest_xray_224``) is a Kermany-layout folder (``train/`` and ``test/``, each
@@ -14,12 +14,14 @@ with ``NORMAL/`` and ``PNEUMONIA/``). It is prepared with ``utils.course.manifes
 ``--output`` (default ``outputs/benchmarks/``): ``data/`` and ``outputs/runs`` are untouched. MobileNet 0.25
 starts from the Keras ImageNet file ``--weights`` (default ``../shared/weights/mobilenet_2_5_224_tf_no_top.h5``,
 else the copy in ``weights/``); the other models get the profile's weights (the CNN: random). ``--train-images
-N`` keeps N training images (0: all of them) instead of the profile's number.
+N`` keeps N training images (0: all of them) instead of the profile's number. ``--seeds 42 1 2`` trains each model
+once per training seed on the same patient split (the split always uses ``CXR_SEED``) and adds their ensemble:
+the mean probability, with its own threshold chosen on validation (argmax for three classes).
 
 For each model, on the validation and the test split: accuracy, ROC-AUC with its 95% bootstrap interval
-(``utils.metrics.scores_with_ci``), sensitivity and specificity, at the threshold chosen on validation
+(``utils.metrics.scores_with_ci``), macro-F1, sensitivity and specificity, at the threshold chosen on validation
 (``run.threshold``; argmax for three classes); training minutes and the weights used. Writes
-``<output>/real_data.json`` (the latest result of each model, dataset, profile and image size: a later
+``<output>/real_data.json`` (the latest result of each model, dataset, profile, image size and seed: a later
 invocation replaces only its own models' rows) and prints a Markdown table of this invocation's models. Skips with a message (exit 0) when the source folder is
 absent. ``--quick``: the course's synthetic set (small, generated under the output folder), the smoke profile,
 1 + 1 epochs and 200 bootstrap draws, into ``outputs/benchmarks/quick/`` (for the tests).
@@ -59,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="where data, runs and the JSON go (default outputs/benchmarks)")
     parser.add_argument("--train-images", type=int, metavar="N", help="training images to keep (0: all; "
                         "default: the profile's: laptop keeps 1,000, and all for MobileNet 0.25)")  # fmt: skip
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="N", help="training seeds: one run each on the same "
+                        "patient split, then their ensemble (default: one run, CXR_SEED)")  # fmt: skip
     parser.add_argument("--n-boot", type=int, help="bootstrap draws for the intervals (default 1000)")
     parser.add_argument("--quick", action="store_true", help="a tiny run on the synthetic set (for tests)")
     args = parser.parse_args(argv)
@@ -103,6 +107,7 @@ def score_run(run, model: str, n_boot: int) -> dict:
         "model": model, "run_dir": str(run.path), "dataset": config["dataset"], "profile": config["profile"]["name"],
         "image_size": config["image_size"], "weights_used": config["weights_used"], "threshold": run.threshold,
         "train_minutes": round(config["train_time_s"] / 60, 2), "epochs_run": len(run.history()),
+        "seed": config["seed"],
         "images": {s: manifest[manifest["split"] == s]["label"].value_counts().sort_index().to_dict()
                    for s in ("train", *SPLITS)},
         "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
@@ -129,17 +134,48 @@ def run(args: argparse.Namespace, source: Path) -> list[dict]:
         chosen = make_settings(args, source, model)
         chosen = chosen.with_(weights=str(args.weights)) if model == "mobilenet_025" else chosen
         p = chosen.profile
-        print(f"{model}: profile {p.name}, {p.image_size} px, train images {p.images['train'] or 'all'}", flush=True)
-        summary.append(score_run(train_model(chosen, model), model, args.n_boot))
-        save(args.output / "real_data.json", summary)  # after each model: a crash keeps the finished ones
+        runs = []
+        for seed in args.seeds or [chosen.seed]:
+            print(f"{model}: profile {p.name}, {p.image_size} px, train images {p.images['train'] or 'all'}, "
+                  f"seed {seed}", flush=True)  # fmt: skip
+            runs.append(train_model(chosen.with_(seed=seed), model))
+            summary.append(score_run(runs[-1], model, args.n_boot))
+            save(args.output / "real_data.json", summary)  # after each run: a crash keeps the finished ones
+        if len(runs) > 1:
+            summary.append(score_ensemble(runs, summary[-len(runs):], args.n_boot))
+            save(args.output / "real_data.json", summary)
     return summary
 
 
+def score_ensemble(runs: list, rows: list[dict], n_boot: int) -> dict:
+    """The row of the mean probability of ``runs`` (one model, several seeds; their rows ``rows``) on the images
+    they share: its threshold chosen on its validation part (Youden's J), the argmax for three classes."""
+    import numpy as np
+
+    from benchmarks.levers import mean_probs
+    from utils.metrics import choose_threshold, scores_with_ci
+
+    merged, _ = mean_probs(runs)
+    threshold = choose_threshold(*merged["val"]) if merged["val"][1].shape[1] == 2 else None
+    row = rows[0] | {
+        "model": f"{rows[0]['model']} ensemble", "run_dir": [r["run_dir"] for r in rows], "threshold": threshold,
+        "seed": "+".join(str(r["seed"]) for r in rows), "epochs_run": "+".join(str(r["epochs_run"]) for r in rows),
+        "train_minutes": round(sum(r["train_minutes"] for r in rows), 2),
+    }  # fmt: skip
+    row["images"] = dict(row["images"])  # train as in every run; validation and test: the shared images
+    for split in SPLITS:
+        y, probs = merged[split]
+        row[split] = {name: list(v) for name, v in scores_with_ci(y, probs, threshold, n_boot=n_boot).items()}
+        counts = np.bincount(y, minlength=len(runs[0].class_names))
+        row["images"][split] = {name: int(n) for name, n in zip(runs[0].class_names, counts, strict=True) if n}
+    return row
+
+
 def save(path: Path, rows: list[dict]) -> None:
-    """Write ``rows`` into the JSON file, replacing earlier rows of the same model, dataset, profile and size
-    and keeping the others (one invocation per model keeps every model's latest result)."""
+    """Write ``rows`` into the JSON file, replacing earlier rows of the same model, dataset, profile, size and
+    seed and keeping the others (one invocation per model keeps every model's latest result)."""
     def key(row: dict) -> tuple:
-        return row["model"], row["dataset"], row["profile"], row["image_size"]
+        return row["model"], row["dataset"], row["profile"], row["image_size"], str(row.get("seed"))
 
     old = json.loads(path.read_text()) if path.is_file() else []
     new = {key(row) for row in rows}
@@ -150,16 +186,17 @@ def markdown_table(summary: list[dict]) -> str:
     def value(scores: dict, name: str) -> str:
         return f"{scores[name][0]:.3f}" if name in scores else "n/a"
 
-    lines = ["| model | split | images | accuracy | AUC [95% CI] | sensitivity | specificity | threshold | "
-             "epochs | train min | weights |", "|" + "---|" * 11]  # fmt: skip
+    lines = ["| model | seed | split | images | accuracy | AUC [95% CI] | macro-F1 | sensitivity | specificity | "
+             "threshold | epochs | train min | weights |", "|" + "---|" * 13]  # fmt: skip
     for row in summary:
         threshold = "argmax" if row["threshold"] is None else f"{row['threshold']:.3f}"
         for split in SPLITS:
             s = row[split]
             auc = f"{s['AUC'][0]:.3f} [{s['AUC'][1]:.3f}, {s['AUC'][2]:.3f}]"
-            lines.append(f"| {row['model']} | {split} | {sum(row['images'][split].values())} | {value(s, 'accuracy')} | "
-                         f"{auc} | {value(s, 'sensitivity')} | {value(s, 'specificity')} | {threshold} | "
-                         f"{row['epochs_run']} | {row['train_minutes']:.1f} | {row['weights_used']} |")  # fmt: skip
+            lines.append(f"| {row['model']} | {row.get('seed', '')} | {split} | {sum(row['images'][split].values())} | "
+                         f"{value(s, 'accuracy')} | {auc} | {value(s, 'macro-F1')} | {value(s, 'sensitivity')} | "
+                         f"{value(s, 'specificity')} | {threshold} | {row['epochs_run']} | {row['train_minutes']:.1f} | "
+                         f"{row['weights_used']} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -102,7 +102,7 @@ def test_real_data_quick_trains_each_model_into_its_own_folders(quick_real_data)
 
 def test_real_data_scores_match_the_runs_saved_predictions(quick_real_data):
     output, out = quick_real_data
-    printed = {(r[0], r[1]): r for r in table_rows(out)}
+    printed = {(r[0], r[2]): r for r in table_rows(out)}
     for row in json.loads((output / "real_data.json").read_text()):
         predictions = pd.read_csv(Path(row["run_dir"]) / "predictions.csv")
         for split in ("val", "test"):
@@ -118,9 +118,39 @@ def test_real_data_scores_match_the_runs_saved_predictions(quick_real_data):
                 assert 0 <= low <= value <= high <= 1, (row["model"], split, name)
             cells = printed[(row["model"], split)]
             auc = scores["AUC"]
-            assert cells[2] == str(len(rows)) and cells[3] == f"{scores['accuracy'][0]:.3f}"
-            assert cells[4] == f"{auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}]"
-            assert cells[7] == f"{row['threshold']:.3f}" and cells[10] == row["weights_used"]
+            assert cells[1] == str(row["seed"]) == "42" and cells[3] == str(len(rows))
+            assert cells[4] == f"{scores['accuracy'][0]:.3f}" and cells[5] == f"{auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}]"
+            assert cells[6] == f"{scores['macro-F1'][0]:.3f}"
+            assert cells[9] == f"{row['threshold']:.3f}" and cells[12] == row["weights_used"]
+
+
+def test_real_data_seeds_train_one_run_each_on_one_split_and_score_their_ensemble(tmp_path, capsys):
+    """``--seeds 1 2``: two runs of the CNN with those training seeds on the same patient split, then a row for
+    their mean probability, its threshold chosen on validation, scored like any run."""
+    from utils.metrics import choose_threshold, scores
+
+    output = tmp_path / "bench"
+    assert load_script("real_data").main(["--quick", "--output", str(output), "--models", "cnn", "--seeds", "1", "2"]) == 0
+    rows = json.loads((output / "real_data.json").read_text())
+    assert [(r["model"], r["seed"]) for r in rows] == [("cnn", 1), ("cnn", 2), ("cnn ensemble", "1+2")]
+    single, ensemble = rows[:2], rows[2]
+    assert ensemble["run_dir"] == [r["run_dir"] for r in single] and len(set(ensemble["run_dir"])) == 2
+    frames = [pd.read_csv(Path(r["run_dir"]) / "predictions.csv") for r in single]
+    assert frames[0]["path"].tolist() == frames[1]["path"].tolist()  # one split for both seeds
+    assert not np.allclose(frames[0]["p_PNEUMONIA"], frames[1]["p_PNEUMONIA"])  # two different models
+    mean = (frames[0]["p_PNEUMONIA"] + frames[1]["p_PNEUMONIA"]).to_numpy() / 2
+    y = (frames[0]["label"] == "PNEUMONIA").to_numpy(int)
+    probs = np.c_[1 - mean, mean]
+    is_val = (frames[0]["split"] == "val").to_numpy()
+    threshold = choose_threshold(y[is_val], probs[is_val])
+    assert ensemble["threshold"] == pytest.approx(threshold, abs=1e-6)
+    test = (frames[0]["split"] == "test").to_numpy()
+    expected = scores(y[test], probs[test], threshold)
+    for name in ("accuracy", "AUC", "sensitivity", "specificity", "macro-F1"):
+        assert ensemble["test"][name][0] == pytest.approx(expected[name], abs=2e-4), name
+    assert sum(ensemble["images"]["test"].values()) == int(test.sum())
+    assert ensemble["train_minutes"] == pytest.approx(sum(r["train_minutes"] for r in single), abs=0.02)
+    assert "| cnn ensemble | 1+2 | test |" in capsys.readouterr().out
 
 
 def test_real_data_json_keeps_other_models_rows(tmp_path):
