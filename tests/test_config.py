@@ -248,9 +248,20 @@ def test_laptop_trains_mobilenet_025_with_the_course_recipe(monkeypatch):
         "laptop", 224, 5, 10, 6)  # fmt: skip
     assert recipe.images == {"train": None, "val": None, "test": None}
     assert (recipe.batch_size, recipe.learning_rate) == (settings.profile.batch_size, settings.profile.learning_rate)
-    for model in set(COURSE_MODELS) - {"mobilenet_025"}:
+    for model in set(COURSE_MODELS) - {"mobilenet_025", "cnn"}:
         assert settings.for_model(model) == settings
     assert settings.profile.image_size == 128 and PROFILES["laptop"].images["train"] == 1000  # nothing changed in place
+
+
+def test_laptop_trains_the_cnn_on_2000_images_and_nothing_else_changes(monkeypatch):
+    """The custom CNN's laptop recipe: 2,000 training images (validation 300, every test image), everything else
+    the profile's (128 px, 15 epochs, patience 4)."""
+    monkeypatch.setenv("CXR_PROFILE", "laptop")
+    settings = get_settings()
+    cnn = settings.for_model("cnn")
+    assert cnn.profile.images == {"train": 2000, "val": 300, "test": None}
+    assert cnn.with_(images=settings.profile.images) == settings  # the only difference
+    assert settings.profile.images["train"] == 1000 and PROFILES["laptop"].images["train"] == 1000
 
 
 @pytest.mark.parametrize("name", ["smoke", "full"])
