@@ -566,11 +566,10 @@ def main(argv: list[str] | None = None) -> int:
     three_rows = []
     for run in three:
         print(f"{run.model_name} ({', '.join(run.class_names)}): {run.path}", flush=True)
-        rows.append(binary_of_three_class(run, args.n_boot))
-        if len(three) > 1:  # seeds of one recipe
-            rows[-1]["model"] += f" seed {run.config.get('seed')}"
-        images[rows[-1]["model"]] = ", ".join(f"{s} {len(run.arrays(s)[0])}" for s in SPLITS)
-        run_rows, details[rows[-1]["model"]] = three_class_levers(run, args.n_boot, rows[-1]["model"])
+        name = f"{run_label(run, three)} ({len(run.class_names)} classes)"  # seeds of one recipe: by seed
+        rows.append(binary_of_three_class(run, args.n_boot) | {"model": name})
+        images[name] = ", ".join(f"{s} {len(run.arrays(s)[0])}" for s in SPLITS)
+        run_rows, details[name] = three_class_levers(run, args.n_boot, name)
         three_rows += run_rows
     for run in runs:
         name = run_label(run, runs)
