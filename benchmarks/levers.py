@@ -17,22 +17,28 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
    (``class-weighted``); and validation's own EM estimate (``EM of val``, EM started from the manifest prior on
    both splits), the domain the threshold was chosen in: then only the difference between the test split's
    estimated prior and validation's moves anything, and validation stays exactly as it was;
-3. **TTA**: the mean probability over a few small deterministic shifts and zooms of each image (no flips: a
+3. **BCTS + EM**: EM assumes calibrated posteriors, which an over-confident model does not give (the course's
+   CNN puts almost every image near 1 and EM then calls everything PNEUMONIA). Bias-corrected temperature scaling
+   (:func:`fit_bias_corrected_temperature`; Alexandari et al. 2020) is fitted on the labelled validation split
+   first, then EM moves each split from validation's class shares to its own estimated prior; threshold
+   re-chosen on the calibrated validation probabilities (:func:`calibrated_em`);
+4. **TTA**: the mean probability over a few small deterministic shifts and zooms of each image (no flips: a
    mirrored chest X-ray puts the heart on the wrong side), threshold re-chosen on the TTA validation probabilities;
-4. **ensemble**: the mean probability of the runs (CNN and MobileNet when both exist), on the images they share,
+5. **ensemble**: the mean probability of the runs (CNN and MobileNet when both exist), on the images they share,
    threshold chosen on the ensemble's validation probabilities (``choose_threshold``); ``--runs`` with several
    runs of one model trained with different seeds on the same split gives a seed ensemble (rows named by seed);
-5. **AdaBN** (Li et al. 2018, "Adaptive batch normalization for practical domain adaptation"): each split is
+6. **AdaBN** (Li et al. 2018, "Adaptive batch normalization for practical domain adaptation"): each split is
    predicted by a copy of the model whose BatchNorm moving means and variances are recomputed on that split's own
    images (unlabelled; one forward pass, no weight changes), threshold re-chosen on the adapted validation
    probabilities. Like EM it reads the test images without their labels (transductive);
-6. **three-class training, binary decision**: a ``pneumonia3`` run among ``--runs`` is scored as NORMAL against
+7. **three-class training, binary decision**: a ``pneumonia3`` run among ``--runs`` is scored as NORMAL against
    PNEUMONIA on ``1 - p(NORMAL)``, with its own threshold chosen on validation;
-7. **three-class decisions** for that run, in a table of their own (accuracy, macro-AUC, macro-F1 and each
+8. **three-class decisions** for that run, in a table of their own (accuracy, macro-AUC, macro-F1 and each
    class's F1): the argmax (the course's rule); per-class offsets added to ``log p`` before the argmax, chosen on
    validation to maximise its macro-F1 (:func:`class_offsets`, the multi-class counterpart of a threshold); and
    the EM prior shift from each reference prior (the three-class test split has 50 images per class, training
-   about 26/48/26%); with several three-class runs (seeds of one recipe), also their ensemble (mean probability).
+   about 26/48/26%), also after BCTS; with several three-class runs (seeds of one recipe), also their ensemble
+   (mean probability).
 
 Nothing is chosen on the test split: every threshold comes from validation, and EM reads test predictions without
 their labels. Prints a Markdown table and the EM details; writes ``<output>/levers.json``. ``--quick``: two tiny
@@ -143,6 +149,57 @@ def train_priors(run) -> dict[str, np.ndarray]:
     weights = class_weights(labels, run.class_names)
     weighted = counts * np.array([weights[i] for i in range(len(run.class_names))])
     return {"manifest": counts / counts.sum(), "class-weighted": weighted / weighted.sum()}
+
+
+# --- calibration before EM: bias-corrected temperature scaling --------------------------------------------------
+
+
+def fit_bias_corrected_temperature(y: np.ndarray, probs: np.ndarray) -> tuple[float, np.ndarray]:
+    """Bias-corrected temperature scaling (BCTS; Alexandari, Kundaje & Shrikumar 2020, "Maximum likelihood with
+    bias-corrected calibration is hard-to-beat at label shift adaptation", ICML): the temperature ``T > 0`` and
+    per-class biases ``b`` (class 0's fixed at 0) for which ``softmax(log p / T + b)`` has the smallest negative
+    log-likelihood on ``(y, probs)``, the labelled validation split. ``T > 1`` softens an over-confident model;
+    ``b`` moves its probabilities to validation's class shares, which EM then takes as the reference prior.
+    Returns ``(T, b)``; ``T == 1`` and ``b == 0`` leave ``probs`` as they are."""
+    from scipy.optimize import minimize
+
+    y = np.asarray(y, int)
+    log_p = np.log(np.clip(np.asarray(probs, float), 1e-30, 1))
+
+    def nll(params: np.ndarray) -> float:
+        calibrated = calibrate_log(log_p, float(np.exp(params[0])), np.r_[0.0, params[1:]])
+        return float(-calibrated[np.arange(len(y)), y].mean())
+
+    fit = minimize(nll, np.zeros(probs.shape[1]), method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9})
+    return float(np.exp(fit.x[0])), np.r_[0.0, fit.x[1:]]
+
+
+def calibrate_log(log_p: np.ndarray, temperature: float, bias: np.ndarray) -> np.ndarray:
+    """``log softmax(log_p / temperature + bias)``, row by row."""
+    z = log_p / temperature + bias
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def calibrate(probs: np.ndarray, temperature: float, bias: np.ndarray) -> np.ndarray:
+    """``softmax(log p / temperature + bias)``: probabilities rescaled by :func:`fit_bias_corrected_temperature`."""
+    return np.exp(calibrate_log(np.log(np.clip(np.asarray(probs, float), 1e-30, 1)), temperature, bias))
+
+
+def calibrated_em(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict[str, np.ndarray], dict]:
+    """BCTS fitted on ``data["val"]`` (``{split: (y, probs)}``), then each split's probabilities moved by EM
+    from validation's labelled class shares (the prior the calibrated probabilities now carry) to the prior EM
+    estimates from that split's own unlabelled predictions. Returns ``({split: adjusted probs}, details)``."""
+    y_val, p_val = data["val"]
+    temperature, bias = fit_bias_corrected_temperature(y_val, p_val)
+    reference = np.bincount(y_val, minlength=p_val.shape[1]) / len(y_val)
+    adjusted, details = {}, {"temperature": round(temperature, 4), "bias": bias.round(4).tolist(),
+                             "train_prior": reference.round(4).tolist()}  # fmt: skip
+    for split, (y, p) in data.items():
+        adjusted[split], estimate, iterations = prior_shift_em(calibrate(p, temperature, bias), reference)
+        details[split] = {"estimated_prior": estimate.round(4).tolist(), "iterations": iterations,
+                          "true_prior": (np.bincount(y, minlength=p.shape[1]) / len(y)).round(4).tolist()}  # fmt: skip
+    return adjusted, details
 
 
 # --- test-time augmentation ----------------------------------------------------------------------------------------
@@ -267,6 +324,12 @@ def levers_of_run(run, runs: list, n_boot: int, tta: bool, adabn: bool = False) 
                          "decisions_changed": int(((adjusted[:, 1] >= threshold) != (p[:, 1] >= threshold)).sum())}  # fmt: skip
         details["em"][prior_name] = em
         rows.append(row)
+    adjusted, details["calibrated_em"] = calibrated_em({split: (y, p) for split, (_, y, p) in data.items()})
+    t, b = details["calibrated_em"]["temperature"], details["calibrated_em"]["bias"][1]
+    calibrated_threshold = choose_threshold(data["val"][1], adjusted["val"])
+    rows.append({"model": name, "lever": f"BCTS on val (T {t:.2f}, bias {b:+.2f}) + EM from val's shares, "
+                 "threshold re-chosen on val", "threshold": calibrated_threshold,
+                 **{s: score(data[s][1], adjusted[s], calibrated_threshold, n_boot) for s in SPLITS}})  # fmt: skip
     if tta:
         model, size = run.load_model(), int(run.config["image_size"])
         views = {split: tta_probs(model, paths, size) for split, (paths, _, _) in data.items()}
@@ -366,6 +429,9 @@ def three_class_levers(run, n_boot: int, name: str | None = None) -> tuple[list[
                 "true_prior": (np.bincount(y, minlength=p.shape[1]) / len(y)).round(4).tolist(),
                 "decisions_changed": int((adjusted.argmax(axis=1) != p.argmax(axis=1)).sum())}  # fmt: skip
         rows.append(row)
+    adjusted, details["calibrated_em"] = calibrated_em(data)
+    rows.append({"model": name, "lever": f"BCTS on val (T {details['calibrated_em']['temperature']:.2f}) + EM from "
+                 "val's shares, argmax", **{s: score_classes(data[s][0], adjusted[s], n_boot) for s in SPLITS}})  # fmt: skip
     return rows, details
 
 

@@ -134,7 +134,7 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
     result = json.loads((tmp_path / "levers.json").read_text())
     assert [(r["model"], r["lever"].split(" (")[0]) for r in result["rows"]] == [
         *[(m, lever) for m in ("cnn", "mobilenet_025")
-          for lever in ("baseline", "EM prior shift", "EM prior shift", "EM prior shift", "TTA")],
+          for lever in ("baseline", "EM prior shift", "EM prior shift", "EM prior shift", "BCTS on val", "TTA")],
         ("cnn+mobilenet_025", "ensemble"),
     ]  # fmt: skip
     runs = {load_run(path).model_name: path for path in result["runs"]}
@@ -150,7 +150,7 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
             assert row["test"]["AUC"][0] == pytest.approx(roc_auc_score(y, predictions["p_PNEUMONIA"]), abs=1e-4)
     baseline = {r["model"]: r for r in result["rows"] if r["lever"] == "baseline"}
     for row in result["rows"]:
-        if row["lever"].startswith("EM"):  # a monotone change of p(PNEUMONIA): the ranking, hence the AUC, stays
+        if row["lever"].startswith(("EM", "BCTS")):  # monotone in p(PNEUMONIA): the ranking, hence the AUC, stays
             assert row["test"]["AUC"][0] == pytest.approx(baseline[row["model"]]["test"]["AUC"][0], abs=1e-3)
     for model in ("cnn", "mobilenet_025"):
         details = result["details"][model]
@@ -277,6 +277,25 @@ def test_class_offsets_are_the_best_on_validation_and_zero_when_the_argmax_is_be
     np.testing.assert_array_equal(class_offsets(y_val, separable), [0, 0, 0])
 
 
+@pytest.mark.parametrize(("scale", "shift"), [(3.0, 1.0), (0.5, -0.5)])
+def test_bcts_undoes_an_over_or_under_confident_and_biased_classifier(scale, shift):
+    from benchmarks.levers import calibrate, fit_bias_corrected_temperature
+
+    # Calibrated logits z (labels drawn from softmax(z)), seen through a model that outputs softmax(scale * z +
+    # (0, shift)): the fit has to find T = scale and b = -shift / scale, and calibrate() gives softmax(z) back.
+    rng = np.random.default_rng(0)
+    z = np.c_[np.zeros(20_000), rng.normal(0.5, 2.0, 20_000)]
+    true = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    y = (rng.random(20_000) < true[:, 1]).astype(int)
+    seen = scale * z + [0, shift]
+    probs = np.exp(seen) / np.exp(seen).sum(axis=1, keepdims=True)
+    temperature, bias = fit_bias_corrected_temperature(y, probs)
+    assert temperature == pytest.approx(scale, rel=0.05) and bias[0] == 0
+    assert bias[1] == pytest.approx(-shift / scale, abs=0.05)
+    assert np.abs(calibrate(probs, temperature, bias) - true).max() < 0.03
+    assert np.allclose(calibrate(probs, 1.0, np.zeros(2)), probs)
+
+
 def test_three_class_levers_score_the_argmax_the_offsets_and_em(tmp_path):
     from sklearn.metrics import f1_score
 
@@ -299,7 +318,12 @@ def test_three_class_levers_score_the_argmax_the_offsets_and_em(tmp_path):
     run.arrays = arrays.get
     rows, details = three_class_levers(run, n_boot=50)
     assert [r["lever"].split(" (")[0] for r in rows] == ["argmax", "per-class offsets chosen on val",
-                                                         "EM prior shift", "EM prior shift"]  # fmt: skip
+                                                         "EM prior shift", "EM prior shift", "BCTS on val"]  # fmt: skip
+    # Calibrated by a fit on validation (T about 1: these probabilities come from their own generating logits);
+    # EM then finds the test split's shares (a third each) from validation's (also a third each here).
+    calibrated = details["calibrated_em"]
+    assert calibrated["train_prior"] == pytest.approx([1 / 3] * 3, abs=1e-4) and 0.6 < calibrated["temperature"] < 1.6
+    assert calibrated["test"]["estimated_prior"] == pytest.approx([1 / 3] * 3, abs=0.1)
     y_test, p_test = arrays["test"]
     assert rows[0]["test"]["macro-F1"][0] == pytest.approx(f1_score(y_test, p_test.argmax(1), average="macro"), abs=5e-5)
     shifted = shift_probs(p_test, np.array(details["offsets"]))
