@@ -31,12 +31,20 @@ detail for the network, no new information):
 * ``equalize``: every image (train, validation and test) histogram-equalised right after decoding
   (:func:`equalize_histogram` replaces ``utils.data.load_image`` while the model trains and predicts), so that
   exposure and contrast, which differ between the train and test collections, carry no information;
+* ``crop``: every image (train, validation and test) cut to its central 80% and stretched back (:func:`load_cropped`
+  replaces ``utils.data.load_image``): the borders, where lead markers, text and the collimation edge sit, are
+  gone, so the network cannot use them (shortcuts of that kind: Zech et al. 2018, DeGrave et al. 2021);
 * ``label-smoothing``: the course recipe with ``CategoricalCrossentropy(label_smoothing=0.1)`` in every
   ``compile`` (less confident, possibly better-calibrated probabilities);
 * ``mixup``: every training batch, after the course augmentation, mixed with a shuffled copy of itself
   (Zhang et al. 2018): ``lam * x_i + (1 - lam) * x_j`` and the same for the one-hot labels, one ``lam ~
   Beta(0.2, 0.2)`` per image (:func:`mixup`); Keras weighs each mixed image by the class weight of its larger
   share. Smoother decision boundaries, possibly a ranking that holds better on shifted images;
+* ``weight-average``: Adam keeps an exponential moving average of the weights (Keras's ``use_ema=True``, momentum
+  0.995: about the last 200 steps, 1.4 epochs) and ``keras.callbacks.SwapEMAWeights(swap_on_epoch=True)`` puts
+  the averaged weights in the model for validation, early stopping and the saved model (:func:`weight_averaging`).
+  Averaged weights sit in flatter regions of the loss, which generalise better to shifted domains (SWA, Izmailov
+  et al. 2018; SWAD, Cha et al. 2021); the course's validation curves jump from epoch to epoch;
 * ``top-finetune``, ``deep-finetune``, ``full-finetune``: phase 2 trains MobileNet 0.25 from ``conv_dw_12`` (its
   last two blocks), ``conv_dw_6`` (its second half) or ``conv1`` (every layer), BatchNorm always frozen. The
   course fine-tuned from ``conv_dw_12`` until 2026-12-02 (the ``baseline`` runs of that day before 05:00) and
@@ -67,10 +75,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_data  # noqa: E402  (benchmarks/real_data.py: settings and scoring as there)
 
 OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
-VARIANTS = ("baseline", "strong-intensity", "strong-geometric", "equalize", "label-smoothing", "mixup", "top-finetune",
-            "deep-finetune", "full-finetune")  # fmt: skip
+VARIANTS = ("baseline", "strong-intensity", "strong-geometric", "equalize", "crop", "label-smoothing", "mixup",
+            "weight-average", "top-finetune", "deep-finetune", "full-finetune")  # fmt: skip
 LABEL_SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
+CROP_KEEP = 0.8  # "crop": the central 80% of each side (a tenth of the image cut away on every edge)
+EMA_MOMENTUM = 0.995  # "weight-average": w_avg <- 0.995 w_avg + 0.005 w after every step (about 200 steps)
 # Where phase 2 starts: the last two blocks (the course until 2026-12-02), MobileNet's second half (from its
 # 14 x 14 stage at 224 px), or every layer (the course's MOBILENET_025 since then: the same as "baseline").
 FINETUNE_FROM = {"top-finetune": "conv_dw_12", "deep-finetune": "conv_dw_6", "full-finetune": "conv1"}
@@ -215,6 +225,40 @@ def load_equalized(path, image_size):
     return equalize_histogram(ORIGINAL_LOAD(path, image_size))
 
 
+def load_cropped(path, image_size):
+    """``utils.data.load_image`` at ``image_size / CROP_KEEP``, then its central ``image_size`` square: the central
+    80% of the image, stretched to ``image_size`` (train, validation and test alike)."""
+    large = round(image_size / CROP_KEEP)
+    offset = (large - image_size) // 2
+    return ORIGINAL_LOAD(path, large)[offset : offset + image_size, offset : offset + image_size, :]
+
+
+@contextlib.contextmanager
+def weight_averaging():
+    """Every ``compile`` gets Adam at the same learning rate with an exponential moving average of the weights
+    (``use_ema=True``), and every phase's callbacks start with ``SwapEMAWeights(swap_on_epoch=True)``, so that the
+    course's other callbacks (validation AUC, early stopping with its best weights) see the averaged weights."""
+    import keras
+
+    from utils import training
+
+    compile_, make_callbacks = keras.Model.compile, training.make_callbacks
+
+    def compile_averaged(self, *args, optimizer, **kwargs):
+        rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        averaged = keras.optimizers.Adam(rate, use_ema=True, ema_momentum=EMA_MOMENTUM)
+        return compile_(self, *args, optimizer=averaged, **kwargs)
+
+    def callbacks_averaged(*args, **kwargs):
+        return [keras.callbacks.SwapEMAWeights(swap_on_epoch=True), *make_callbacks(*args, **kwargs)]
+
+    keras.Model.compile, training.make_callbacks = compile_averaged, callbacks_averaged
+    try:
+        yield
+    finally:
+        keras.Model.compile, training.make_callbacks = compile_, make_callbacks
+
+
 @contextlib.contextmanager
 def smoothed_labels():
     """Every ``compile(loss="categorical_crossentropy")`` gets that loss with ``label_smoothing`` instead."""
@@ -299,12 +343,18 @@ def augmentation(variant: str):
         with mixed_batches():
             yield ORIGINAL_BUILD
         return
+    if variant == "weight-average":
+        with weight_averaging():
+            yield ORIGINAL_BUILD
+        return
     if variant in FINETUNE_FROM:
         with deeper_finetuning(FINETUNE_FROM[variant]):
             yield ORIGINAL_BUILD
         return
     if variant == "equalize":
         data.load_image = load_equalized
+    elif variant == "crop":
+        data.load_image = load_cropped
     elif variant == "strong-geometric":
         data.build_augmentation = build_strong_geometric
     else:

@@ -172,6 +172,9 @@ def test_mixup_mixes_images_and_labels_with_one_weight_per_image():
 
 
 def test_mixup_changes_only_the_training_batches_inside_its_block(tmp_path):
+    # mixup draws its partners and weights unseeded, as in training: with 4 images, 1 shuffle in 6 pairs every
+    # image with one of its own class (nothing to see); a fixed global seed makes the draws the same every run.
+    tf.random.set_seed(0)
     paths = [write_image(tmp_path / f"{i}.png", seed=i) for i in range(4)]
     manifest = pd.DataFrame({"path": [str(p) for p in paths], "label": ["NORMAL", "PNEUMONIA"] * 2,
                              "split": ["train"] * 4})  # fmt: skip
@@ -199,3 +202,72 @@ def test_the_table_shows_a_three_class_run_by_its_argmax_and_macro_f1():
     assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
     assert "| 0.200 | 0.900 | 0.950 [0.900, 0.990] | 0.880 | 0.970 | 0.740 |" in lines[2]
     assert "| pneumonia3 | 2 | 224 | 6.0 | 15 | argmax | 0.900 | 0.950 [0.900, 0.990] | 0.880 | n/a | n/a |" in lines[3]
+
+
+def test_crop_keeps_the_centre_and_drops_the_border_only_inside_its_block(tmp_path):
+    from PIL import Image
+
+    picture = np.full((50, 50), 100, np.uint8)
+    picture[:5], picture[-5:], picture[:, :5], picture[:, -5:] = 255, 255, 255, 255  # a white frame: 10% a side
+    picture[20:30, 20:30] = 0  # a dark centre square
+    path = tmp_path / "framed.png"
+    Image.fromarray(picture).save(path)
+    original = data.load_image
+    with train_levers.augmentation("crop"):
+        cropped = data.load_image(str(path), 32).numpy()
+        assert data.build_augmentation is train_levers.ORIGINAL_BUILD
+    assert data.load_image is original
+    plain = original(str(path), 32).numpy()
+    assert cropped.shape == plain.shape == (32, 32, 1)
+    np.testing.assert_array_equal(cropped, original(str(path), 40).numpy()[4:36, 4:36])  # 32 / 0.8 = 40
+    assert plain[0].min() == 255 and cropped[0].max() < 255  # the frame is gone ...
+    assert cropped[16, 16, 0] < 10 and (cropped < 10).sum() > (plain < 10).sum()  # ... the centre is larger
+
+
+def test_weight_average_keeps_the_average_of_the_steps_and_saves_it_only_inside_its_block(tmp_path):
+    """The model that training leaves is the moving average of the weights after each step (Keras starts it at the
+    first step's weights), taken at the end of the epoch that early stopping kept, not the last raw weights."""
+    import keras
+
+    from utils import training
+    from utils.data import Data
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (48, 8)).astype("float32")
+    y = (x[:, 0] + 0.5 * rng.normal(0, 1, 48) > 0).astype(int)
+    splits = [tf.data.Dataset.from_tensor_slices((x[i::3], tf.one_hot(y[i::3], 2))).batch(4) for i in range(3)]
+    toy = Data(pd.DataFrame({"label": [], "split": []}), ["a", "b"], {0: 1.0, 1: 1.0}, *splits)
+    steps: list[list[np.ndarray]] = []  # the raw weights after every training step
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(self.model.get_weights())
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    with train_levers.augmentation("weight-average"):
+        course_callbacks = training.make_callbacks
+        training.make_callbacks = lambda *args, **kwargs: [*course_callbacks(*args, **kwargs), Record()]
+        try:
+            history = training.compile_and_fit(model, toy, tmp_path, epochs=4, learning_rate=0.05, patience=5)
+        finally:
+            training.make_callbacks = course_callbacks
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == train_levers.EMA_MOMENTUM
+    averages, average = [], None
+    for weights in steps:
+        m = 0.0 if average is None else train_levers.EMA_MOMENTUM
+        average = [w if m == 0 else m * a + (1 - m) * w for a, w in zip(average or weights, weights, strict=True)]
+        averages.append(average)
+    aucs, best = history.history["val_auc"], 0  # EarlyStopping: the first epoch more than 0.001 above the rest
+    for epoch, auc in enumerate(aucs):
+        best = epoch if auc > aucs[best] + 0.001 else best
+    kept = averages[(best + 1) * 4 - 1]  # 16 training images, 4 steps per epoch
+    for got, want, raw in zip(model.get_weights(), kept, steps[-1], strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        assert not np.allclose(got, raw, atol=1e-3)  # not what plain training would have left
+    with train_levers.augmentation("weight-average"):
+        model.compile(optimizer=keras.optimizers.Adam(0.02), loss="categorical_crossentropy")
+    assert model.optimizer.use_ema and float(model.optimizer.learning_rate) == pytest.approx(0.02)  # the course's rate
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="categorical_crossentropy")
+    assert not model.optimizer.use_ema
+    assert not any(isinstance(c, keras.callbacks.SwapEMAWeights) for c in training.make_callbacks(toy.val, tmp_path, 1, "x"))
