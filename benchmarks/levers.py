@@ -661,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
     binary_em = {k: v for k, v in details.items() if "em" in v and "threshold" in v}
     if binary_em:
         print(f"\nEM details (estimated from each split's unlabelled predictions):\n\n{em_table(binary_em)}")
+    for model, d in details.items():
+        if "calibrated_em" in d:
+            c = d["calibrated_em"]
+            print(f"\nBCTS {model}: T {c['temperature']:.2f}, bias {fmt_prior(c['bias'])}; EM from val's shares "
+                  f"{fmt_prior(c['train_prior'])}: " + "; ".join(
+                  f"{s} prior {fmt_prior(c[s]['estimated_prior'])} (true {fmt_prior(c[s]['true_prior'])})"
+                  for s in SPLITS))  # fmt: skip
     if three_rows:
         print("\nThree classes, decided among all three (every choice made on validation):\n\n"
               + three_class_table(three_rows, three[0].class_names))

@@ -160,6 +160,8 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
         # A pure label shift (the test split is 1:1, training and validation 1:3) and about calibrated posteriors:
         # EM finds both priors from the unlabelled predictions (60 and 64 images: a few points of noise).
         assert abs(em["val"]["estimated_prior"][0] - 0.25) < 0.05 and abs(em["test"]["estimated_prior"][0] - 0.5) < 0.1
+        calibrated = details["calibrated_em"]  # BCTS fitted on validation, then EM from validation's shares
+        assert calibrated["train_prior"] == [0.25, 0.75] and abs(calibrated["test"]["estimated_prior"][0] - 0.5) < 0.1
         relative = details["em"]["EM of val"]  # validation as the reference: validation is left exactly as it was
         assert relative["train_prior"] == em["val"]["estimated_prior"] and relative["val"]["max_abs_change"] == 0
         assert relative["val"]["moved_threshold"] == pytest.approx(details["threshold"], abs=1e-4)
@@ -171,6 +173,7 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
     assert [(r[0], r[2]) for r in main_rows] == [(r["model"], f"{r['threshold']:.3f}") for r in result["rows"]]
     assert len([r for r in cells if len(r) == 9 and r[0] != "model"]) == 2 * 3 * 2  # EM: models x priors x splits
     assert "EM details" in out and out.rstrip().endswith("levers.json")
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("BCTS ")] == ["BCTS cnn", "BCTS mobilenet_025"]
 
 
 def test_runs_of_one_model_are_named_by_their_seed():
