@@ -17,11 +17,11 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
    (``class-weighted``); and validation's own EM estimate (``EM of val``, EM started from the manifest prior on
    both splits), the domain the threshold was chosen in: then only the difference between the test split's
    estimated prior and validation's moves anything, and validation stays exactly as it was;
-3. **BCTS + EM**: EM assumes calibrated posteriors, which an over-confident model does not give (the course's
-   CNN puts almost every image near 1 and EM then calls everything PNEUMONIA). Bias-corrected temperature scaling
-   (:func:`fit_bias_corrected_temperature`; Alexandari et al. 2020) is fitted on the labelled validation split
-   first, then EM moves each split from validation's class shares to its own estimated prior; threshold
-   re-chosen on the calibrated validation probabilities (:func:`calibrated_em`);
+3. **BCTS + EM**: EM assumes posteriors calibrated to the reference prior, which a model trained with class weights
+   does not give (its probabilities carry the balanced prior, and may be too sure or too unsure). Bias-corrected
+   temperature scaling (:func:`fit_bias_corrected_temperature`; Alexandari et al. 2020) is fitted on the labelled
+   validation split first, then EM moves each split from validation's class shares to its own estimated prior;
+   threshold re-chosen on the calibrated validation probabilities (:func:`calibrated_em`);
 4. **TTA**: the mean probability over a few small deterministic shifts and zooms of each image (no flips: a
    mirrored chest X-ray puts the heart on the wrong side), threshold re-chosen on the TTA validation probabilities;
 5. **ensemble**: the mean probability of the runs (CNN and MobileNet when both exist), on the images they share,
