@@ -66,6 +66,24 @@ def test_strong_geometric_doubles_the_geometric_ranges_and_keeps_the_course_inte
     np.testing.assert_allclose(np.asarray(augment(batch, training=False)), batch.numpy(), atol=1e-4)
 
 
+def test_stretch_adds_a_width_only_zoom_to_the_course_augmentation_only_inside_its_block():
+    original = data.build_augmentation
+    with train_levers.augmentation("stretch"):
+        augment = data.build_augmentation(42)
+    assert data.build_augmentation is original
+    course = [type(layer).__name__ for layer in original(42).layers]
+    assert [type(layer).__name__ for layer in augment.layers] == [*course, "RandomZoom"]
+    stretch = augment.layers[-1]
+    assert stretch.height_factor == 0.0 and stretch.width_factor == train_levers.STRETCH == 0.3
+    # A white vertical band, 32 of 64 px wide, full height: stretching changes its width, never its height.
+    band = np.zeros((16, 64, 64, 1), np.float32)
+    band[:, :, 16:48] = 255
+    out = np.asarray(stretch(tf.constant(band), training=True))[..., 0] > 128
+    widths, heights = out.sum(axis=2)[:, 32], out.sum(axis=1)[:, 32]
+    assert np.all(heights == 64) and widths.min() < 29 and widths.max() > 35  # narrower and wider, up to +-30%
+    np.testing.assert_allclose(np.asarray(stretch(tf.constant(band), training=False)), band)
+
+
 def test_equalize_histogram_maps_each_grey_level_to_its_rank():
     """Against the textbook formula in NumPy: level v -> round(255 (cdf(v) - cdf_min) / (N - cdf_min))."""
     rng = np.random.default_rng(3)
