@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/levers.py [--runs DIR ...] [--output DIR] [--n-boot N] [--no-tta] [--no-adabn] [--quick]
+    python benchmarks/levers.py [--runs DIR ...] [--output DIR] [--n-boot N] [--no-tta] [--no-adabn] [--no-aspect]
+        [--quick]
 
 ``--runs``: run folders (a model folder stands for its ``LATEST`` run); default: the latest complete run of every
 model under ``<output>/runs/pneumonia/`` (``--output`` defaults to ``outputs/benchmarks/``). For each run, at the
@@ -39,6 +40,12 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
    the EM prior shift from each reference prior (the three-class test split has 50 images per class, training
    about 26/48/26%), also after BCTS; with several three-class runs (seeds of one recipe), also their ensemble
    (mean probability).
+
+A diagnostic besides the levers, the **aspect-ratio probe** (:func:`aspect_probe`): every two-class run predicts
+its validation and test images zoomed in by 1.2 across ("wider") or down ("taller"), and the mean p(class 1) and
+the share above the validation threshold are printed per true class. The shared images were squashed to a square
+from aspect ratios that differ by class in the training split (NORMAL about 1.2 wide per 1 high, pneumonia 1.5),
+so a model that reads the squash moves NORMAL images toward PNEUMONIA when they are made "taller".
 
 Nothing is chosen on the test split: every threshold comes from validation, and EM reads test predictions without
 their labels. Prints a Markdown table and the EM details; writes ``<output>/levers.json``. ``--quick``: two tiny
@@ -205,12 +212,13 @@ def calibrated_em(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict[
 # --- test-time augmentation ----------------------------------------------------------------------------------------
 
 
-def view_transform(zoom: float, shift_x: float, shift_y: float, size: int) -> np.ndarray:
+def view_transform(zoom: float | tuple[float, float], shift_x: float, shift_y: float, size: int) -> np.ndarray:
     """The 8 numbers of a projective transform (output pixel -> input pixel, as ``keras.ops.image.affine_transform``
-    takes them) that zooms about the centre by ``zoom`` and moves the content by the shifts (fractions of ``size``)."""
+    takes them) that zooms about the centre by ``zoom`` (or ``(across, down)``: another aspect ratio) and moves the
+    content by the shifts (fractions of ``size``)."""
     centre = (size - 1) / 2
-    a = 1 / zoom
-    return np.array([a, 0, centre * (1 - a) - shift_x * size, 0, a, centre * (1 - a) - shift_y * size, 0, 0], np.float32)
+    a, b = (1 / zoom[0], 1 / zoom[1]) if isinstance(zoom, tuple) else (1 / zoom, 1 / zoom)
+    return np.array([a, 0, centre * (1 - a) - shift_x * size, 0, b, centre * (1 - b) - shift_y * size, 0, 0], np.float32)
 
 
 def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -234,6 +242,45 @@ def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) ->
         for name, part in zip(VIEWS, np.split(probs, len(VIEWS)), strict=True):
             out[name].append(part)
     return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+# --- the aspect-ratio probe ---------------------------------------------------------------------------------------
+
+
+ASPECTS = {"as is": (1.0, 1.0), "wider x1.2": (1.2, 1.0), "taller x1.2": (1.0, 1.2)}  # zoom (across, down)
+
+
+def aspect_probe(model, data: dict, image_size: int, threshold: float) -> dict:
+    """A diagnostic, not a lever: each split's images zoomed in by 1.2 across or down (the other side cut, no empty
+    border), and per true class the mean p(class 1) and the share at or above ``threshold``. The shared images were
+    squashed to a square from aspect ratios that depend on the class in the training split, so a model that reads
+    the squash calls a chest made narrower ("taller") pneumonia. ``data``: ``{split: (paths, y, probs)}``."""
+    import keras
+
+    from utils.data import load_images
+
+    out: dict = {}
+    for split, (paths, y, _) in data.items():
+        images = load_images(paths, image_size)
+        out[split] = {}
+        for name, zoom in ASPECTS.items():
+            seen = keras.ops.image.affine_transform(images, view_transform(zoom, 0.0, 0.0, image_size),
+                                                    interpolation="bilinear", fill_mode="constant")  # fmt: skip
+            p = model.predict(keras.ops.convert_to_numpy(seen), batch_size=32, verbose=0)[:, 1]
+            out[split][name] = {str(k): [round(float(p[y == k].mean()), 4), round(float(np.mean(p[y == k] >= threshold)), 4)]
+                                for k in np.unique(y)}  # fmt: skip
+    return out
+
+
+def aspect_table(details: dict, class_names: dict) -> str:
+    lines = ["| model | split | class | " + " | ".join(f"{v}: mean p, share >= threshold" for v in ASPECTS) + " |",
+             "|" + "---|" * (3 + len(ASPECTS))]  # fmt: skip
+    for model, d in details.items():
+        for split, views in d.get("aspect", {}).items():
+            for k in views["as is"]:
+                cells = [f"{views[v][k][0]:.3f}, {views[v][k][1]:.2f}" for v in ASPECTS]
+                lines.append(f"| {model} | {split} | {class_names[model][int(k)]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # --- AdaBN: BatchNorm statistics of the images at hand ----------------------------------------------------------
@@ -293,8 +340,11 @@ def run_label(run, runs: list) -> str:
     return run.model_name
 
 
-def levers_of_run(run, runs: list, n_boot: int, tta: bool, adabn: bool = False) -> tuple[list[dict], dict]:
-    """The rows of one run of ``runs`` (baseline, EM with each reference prior, TTA, AdaBN) and their details."""
+def levers_of_run(
+    run, runs: list, n_boot: int, tta: bool, adabn: bool = False, aspect: bool = False
+) -> tuple[list[dict], dict]:
+    """The rows of one run of ``runs`` (baseline, EM with each reference prior, TTA, AdaBN) and their details
+    (with ``aspect``, also the :func:`aspect_probe`)."""
     from utils.metrics import choose_threshold, roc_auc
 
     name, threshold = run_label(run, runs), run.threshold
@@ -343,6 +393,8 @@ def levers_of_run(run, runs: list, n_boot: int, tta: bool, adabn: bool = False) 
                                                              for s in SPLITS},
                           "per_view_auc": {s: {v: round(roc_auc(data[s][1], p), 4) for v, p in views[s].items()}
                                            for s in SPLITS}}  # fmt: skip
+    if aspect:
+        details["aspect"] = aspect_probe(run.load_model(), data, int(run.config["image_size"]), threshold)
     if adabn:
         adapted, layers = adabn_probs(run, {split: paths for split, (paths, _, _) in data.items()})
         if adapted:
@@ -594,7 +646,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default="pneumonia", help="dataset of the default runs (default pneumonia)")
     parser.add_argument("--n-boot", type=int, help="bootstrap draws for the intervals (default 1000)")
     parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
-    parser.add_argument("--no-adabn", action="store_true", help="skip AdaBN (with --no-tta: no model is run)")
+    parser.add_argument("--no-adabn", action="store_true", help="skip AdaBN")
+    parser.add_argument("--no-aspect", action="store_true", help="skip the aspect-ratio probe (with --no-tta and "
+                        "--no-adabn: no model is run)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="two tiny fake runs (for tests)")
     args = parser.parse_args(argv)
     args.output = args.output or (OUTPUT / "quick-levers" if args.quick else OUTPUT)
@@ -640,7 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         name = run_label(run, runs)
         print(f"{name}: {run.path} ({run.config['image_size']} px, threshold {run.threshold:.3f})", flush=True)
-        run_rows, details[name] = levers_of_run(run, runs, args.n_boot, tta=not args.no_tta, adabn=not args.no_adabn)
+        run_rows, details[name] = levers_of_run(run, runs, args.n_boot, tta=not args.no_tta, adabn=not args.no_adabn,
+                                                aspect=not args.no_aspect)  # fmt: skip
         rows += run_rows
         images[name] = ", ".join(
             f"{s} {len(y)} ({', '.join(f'{c} {n}' for c, n in zip(run.class_names, np.bincount(y, minlength=2), strict=True))})"
@@ -668,6 +723,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{fmt_prior(c['train_prior'])}: " + "; ".join(
                   f"{s} prior {fmt_prior(c[s]['estimated_prior'])} (true {fmt_prior(c[s]['true_prior'])})"
                   for s in SPLITS))  # fmt: skip
+    if any("aspect" in d for d in details.values()):
+        names = {run_label(run, runs): run.class_names for run in runs}
+        print("\nAspect-ratio probe (a diagnostic: images zoomed in by 1.2 across or down, the validation threshold):"
+              f"\n\n{aspect_table(details, names)}")  # fmt: skip
     if three_rows:
         print("\nThree classes, decided among all three (every choice made on validation):\n\n"
               + three_class_table(three_rows, three[0].class_names))

@@ -124,6 +124,9 @@ def test_views_are_small_and_keep_the_centre():
         assert 0.9 <= zoom <= 1.1 and abs(dx) <= 0.05 and abs(dy) <= 0.05  # within training's augmentation
         assert t[1] == t[3] == 0  # no rotation, no shear, no flip (a negative scale)
         assert t[0] > 0 and t[4] > 0
+    wider = view_transform((1.2, 1.0), 0.0, 0.0, size)  # the aspect probe: across only
+    assert wider[0] == pytest.approx(1 / 1.2) and wider[4] == 1
+    np.testing.assert_allclose((np.array([wider[:3], wider[3:6], [0, 0, 1]]) @ centre)[:2], centre[:2], atol=1e-4)
 
 
 def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
@@ -160,6 +163,14 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
         # A pure label shift (the test split is 1:1, training and validation 1:3) and about calibrated posteriors:
         # EM finds both priors from the unlabelled predictions (60 and 64 images: a few points of noise).
         assert abs(em["val"]["estimated_prior"][0] - 0.25) < 0.05 and abs(em["test"]["estimated_prior"][0] - 0.5) < 0.1
+        probe = details["aspect"]  # the "as is" view is the saved predictions again, per true class
+        for split in ("val", "test"):
+            predictions = pd.read_csv(f"{runs[model]}/predictions.csv").query("split == @split")
+            for k, label in enumerate(("NORMAL", "PNEUMONIA")):
+                p = predictions.loc[predictions["label"] == label, "p_PNEUMONIA"]
+                assert probe[split]["as is"][str(k)][0] == pytest.approx(p.mean(), abs=1e-4)
+                assert probe[split]["as is"][str(k)][1] == pytest.approx((p >= details["threshold"]).mean(), abs=1e-4)
+            assert set(probe[split]) == {"as is", "wider x1.2", "taller x1.2"}
         calibrated = details["calibrated_em"]  # BCTS fitted on validation, then EM from validation's shares
         assert calibrated["train_prior"] == [0.25, 0.75] and abs(calibrated["test"]["estimated_prior"][0] - 0.5) < 0.1
         relative = details["em"]["EM of val"]  # validation as the reference: validation is left exactly as it was
@@ -172,7 +183,8 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
     main_rows = [r for r in cells if len(r) == 11 and r[0] != "model"]
     assert [(r[0], r[2]) for r in main_rows] == [(r["model"], f"{r['threshold']:.3f}") for r in result["rows"]]
     assert len([r for r in cells if len(r) == 9 and r[0] != "model"]) == 2 * 3 * 2  # EM: models x priors x splits
-    assert "EM details" in out and out.rstrip().endswith("levers.json")
+    assert len([r for r in cells if len(r) == 6 and r[0] != "model"]) == 2 * 2 * 2  # probe: models x splits x classes
+    assert "EM details" in out and "Aspect-ratio probe" in out and out.rstrip().endswith("levers.json")
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("BCTS ")] == ["BCTS cnn", "BCTS mobilenet_025"]
 
 
