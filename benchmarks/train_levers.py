@@ -28,13 +28,15 @@ detail for the network, no new information):
 * ``strong-geometric``: rotation +-10 degrees, zoom 20%, shift 10% (twice the course's; the seed projects'
   ``ImageDataGenerator`` ranges), then the course's brightness and contrast: patients framed and positioned
   differently in the later test collection would look familiar;
-* ``stretch``: the course augmentation, then the width alone zoomed by a random factor of up to +-30% per image
-  (``RandomZoom(height_factor=0, width_factor=0.3)``). The shared images were squashed to 224 x 224 from their
+* ``stretch``: the course augmentation, then height and width each zoomed in by its own random factor, up to
+  1.33x (``RandomZoom(height_factor=(-0.25, 0), width_factor=(-0.25, 0))``: a random aspect ratio and framing,
+  never an empty border). The shared images were squashed to 224 x 224 from their
   original aspect ratio, and in the training split that ratio depends on the class: width / height 1.22 +- 0.13
   for NORMAL, 1.52 +- 0.31 (bacterial) and 1.52 +- 0.23 (viral) for pneumonia (``../shared/data/real_cxr_sample``'s
   ``MANIFEST.csv``, 150 originals per class), so a squashed pneumonia chest looks about 20% narrower. A model
   that learned that shortcut calls a wide NORMAL image of another collection pneumonia; a random aspect ratio in
-  training takes the cue away;
+  training takes the cue away. (A first version zoomed the width alone, in and out, +-30%: zooming out leaves
+  black side borders, so a narrower chest always came with borders in training and the cue survived.);
 * ``equalize``: every image (train, validation and test) histogram-equalised right after decoding
   (:func:`equalize_histogram` replaces ``utils.data.load_image`` while the model trains and predicts), so that
   exposure and contrast, which differ between the train and test collections, carry no information;
@@ -86,7 +88,7 @@ VARIANTS = ("baseline", "strong-intensity", "strong-geometric", "stretch", "equa
             "mixup", "weight-average", "top-finetune", "deep-finetune", "full-finetune")  # fmt: skip
 LABEL_SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
-STRETCH = 0.3  # "stretch": the width alone zoomed by up to +-30%, a random aspect ratio per image
+STRETCH = 0.25  # "stretch": height and width each zoomed in by up to 1 / (1 - 0.25) = 1.33x, independently
 CROP_KEEP = 0.8  # "crop": the central 80% of each side (a tenth of the image cut away on every edge)
 EMA_MOMENTUM = 0.995  # "weight-average": w_avg <- 0.995 w_avg + 0.005 w after every step (about 200 steps)
 # Where phase 2 starts: the last two blocks (the course until 2026-12-02), MobileNet's second half (from its
@@ -193,14 +195,14 @@ def build_strong_intensity(seed: int | None = None):
 
 
 def build_stretch(seed: int | None = None):
-    """The course augmentation (``utils.data.build_augmentation``), then a random width-only zoom: each image
-    gets another aspect ratio, so the squash of the original one carries no information."""
+    """The course augmentation (``utils.data.build_augmentation``), then a zoom in along each axis by its own
+    random factor: each image gets another aspect ratio, so the squash of the original one carries no information."""
     import keras
     from keras import layers
 
     return keras.Sequential(
         [*ORIGINAL_BUILD(seed).layers,
-         layers.RandomZoom(height_factor=0.0, width_factor=STRETCH, fill_mode="constant", seed=seed, name="random_stretch")],
+         layers.RandomZoom(height_factor=(-STRETCH, 0.0), width_factor=(-STRETCH, 0.0), seed=seed, name="random_stretch")],
         name="augmentation",
     )  # fmt: skip
 

@@ -66,7 +66,7 @@ def test_strong_geometric_doubles_the_geometric_ranges_and_keeps_the_course_inte
     np.testing.assert_allclose(np.asarray(augment(batch, training=False)), batch.numpy(), atol=1e-4)
 
 
-def test_stretch_adds_a_width_only_zoom_to_the_course_augmentation_only_inside_its_block():
+def test_stretch_zooms_each_axis_in_on_its_own_after_the_course_augmentation_only_inside_its_block():
     original = data.build_augmentation
     with train_levers.augmentation("stretch"):
         augment = data.build_augmentation(42)
@@ -74,14 +74,16 @@ def test_stretch_adds_a_width_only_zoom_to_the_course_augmentation_only_inside_i
     course = [type(layer).__name__ for layer in original(42).layers]
     assert [type(layer).__name__ for layer in augment.layers] == [*course, "RandomZoom"]
     stretch = augment.layers[-1]
-    assert stretch.height_factor == 0.0 and stretch.width_factor == train_levers.STRETCH == 0.3
-    # A white vertical band, 32 of 64 px wide, full height: stretching changes its width, never its height.
-    band = np.zeros((16, 64, 64, 1), np.float32)
-    band[:, :, 16:48] = 255
-    out = np.asarray(stretch(tf.constant(band), training=True))[..., 0] > 128
+    assert stretch.height_factor == stretch.width_factor == (-train_levers.STRETCH, 0.0) == (-0.25, 0.0)
+    # A white 32 x 32 square in a 64 x 64 image: each side grows by its own factor in [1, 1.33], so the aspect
+    # ratio changes, and nothing shrinks (no empty border is ever added).
+    square = np.zeros((16, 64, 64, 1), np.float32)
+    square[:, 16:48, 16:48] = 255
+    out = np.asarray(stretch(tf.constant(square), training=True))[..., 0] > 128
     widths, heights = out.sum(axis=2)[:, 32], out.sum(axis=1)[:, 32]
-    assert np.all(heights == 64) and widths.min() < 29 and widths.max() > 35  # narrower and wider, up to +-30%
-    np.testing.assert_allclose(np.asarray(stretch(tf.constant(band), training=False)), band)
+    assert widths.min() >= 32 and heights.min() >= 32 and max(widths.max(), heights.max()) <= 43
+    assert np.abs(widths - heights).max() >= 4  # another aspect ratio
+    np.testing.assert_allclose(np.asarray(stretch(tf.constant(square), training=False)), square)
 
 
 def test_equalize_histogram_maps_each_grey_level_to_its_rank():
