@@ -42,7 +42,8 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
    (mean probability).
 
 A diagnostic besides the levers, the **aspect-ratio probe** (:func:`aspect_probe`): every two-class run predicts
-its validation and test images zoomed in by 1.2 across ("wider") or down ("taller"), and the mean p(class 1) and
+its validation and test images zoomed in by 1.2 across ("wider"), down ("taller") or both (the same framing
+change without another aspect ratio), and the mean p(class 1) and
 the share above the validation threshold are printed per true class. The shared images were squashed to a square
 from aspect ratios that differ by class in the training split (NORMAL about 1.2 wide per 1 high, pneumonia 1.5),
 so a model that reads the squash moves NORMAL images toward PNEUMONIA when they are made "taller".
@@ -247,12 +248,13 @@ def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) ->
 # --- the aspect-ratio probe ---------------------------------------------------------------------------------------
 
 
-ASPECTS = {"as is": (1.0, 1.0), "wider x1.2": (1.2, 1.0), "taller x1.2": (1.0, 1.2)}  # zoom (across, down)
+# zoom (across, down); "both" keeps the aspect ratio and cuts every side: framing alone, for comparison
+ASPECTS = {"as is": (1.0, 1.0), "wider x1.2": (1.2, 1.0), "taller x1.2": (1.0, 1.2), "both x1.2": (1.2, 1.2)}
 
 
 def aspect_probe(model, data: dict, image_size: int, threshold: float) -> dict:
-    """A diagnostic, not a lever: each split's images zoomed in by 1.2 across or down (the other side cut, no empty
-    border), and per true class the mean p(class 1) and the share at or above ``threshold``. The shared images were
+    """A diagnostic, not a lever: each split's images zoomed in by 1.2 across, down or both (the sides that leave
+    the frame are cut, no empty border; "both" changes the framing but not the aspect ratio), and per true class the mean p(class 1) and the share at or above ``threshold``. The shared images were
     squashed to a square from aspect ratios that depend on the class in the training split, so a model that reads
     the squash calls a chest made narrower ("taller") pneumonia. ``data``: ``{split: (paths, y, probs)}``."""
     import keras

@@ -170,7 +170,7 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
                 p = predictions.loc[predictions["label"] == label, "p_PNEUMONIA"]
                 assert probe[split]["as is"][str(k)][0] == pytest.approx(p.mean(), abs=1e-4)
                 assert probe[split]["as is"][str(k)][1] == pytest.approx((p >= details["threshold"]).mean(), abs=1e-4)
-            assert set(probe[split]) == {"as is", "wider x1.2", "taller x1.2"}
+            assert set(probe[split]) == {"as is", "wider x1.2", "taller x1.2", "both x1.2"}
         calibrated = details["calibrated_em"]  # BCTS fitted on validation, then EM from validation's shares
         assert calibrated["train_prior"] == [0.25, 0.75] and abs(calibrated["test"]["estimated_prior"][0] - 0.5) < 0.1
         relative = details["em"]["EM of val"]  # validation as the reference: validation is left exactly as it was
@@ -183,7 +183,7 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
     main_rows = [r for r in cells if len(r) == 11 and r[0] != "model"]
     assert [(r[0], r[2]) for r in main_rows] == [(r["model"], f"{r['threshold']:.3f}") for r in result["rows"]]
     assert len([r for r in cells if len(r) == 9 and r[0] != "model"]) == 2 * 3 * 2  # EM: models x priors x splits
-    assert len([r for r in cells if len(r) == 6 and r[0] != "model"]) == 2 * 2 * 2  # probe: models x splits x classes
+    assert len([r for r in cells if len(r) == 7 and r[0] != "model"]) == 2 * 2 * 2  # probe: models x splits x classes
     assert "EM details" in out and "Aspect-ratio probe" in out and out.rstrip().endswith("levers.json")
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("BCTS ")] == ["BCTS cnn", "BCTS mobilenet_025"]
 
