@@ -336,10 +336,15 @@ def score(y: np.ndarray, probs: np.ndarray, threshold: float, n_boot: int) -> di
 
 
 def run_label(run, runs: list) -> str:
-    """The run's model name, with its training seed when ``runs`` hold several runs of that model (seeds)."""
-    if sum(other.model_name == run.model_name for other in runs) > 1:
-        return f"{run.model_name} seed {run.config['seed']}"
-    return run.model_name
+    """The run's model name, with its training seed when ``runs`` hold several runs of that model (seeds), and
+    with its folder's name when several of those share the seed too (variants of a recipe)."""
+    same_model = [other for other in runs if other.model_name == run.model_name]
+    if len(same_model) == 1:
+        return run.model_name
+    label = f"{run.model_name} seed {run.config['seed']}"
+    if sum(other.config["seed"] == run.config["seed"] for other in same_model) > 1:
+        label += f" ({run.path.name})"
+    return label
 
 
 def levers_of_run(

@@ -4,6 +4,7 @@ synthetic calibrated classifier, the moved threshold, the TTA views, and the ``-
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -191,13 +192,17 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
 def test_runs_of_one_model_are_named_by_their_seed():
     from types import SimpleNamespace
 
-    def fake(model, seed):
-        return SimpleNamespace(model_name=model, config={"seed": seed})
+    def fake(model, seed, folder="20261202-120000"):
+        return SimpleNamespace(model_name=model, config={"seed": seed}, path=Path("runs") / model / folder)
 
     seeds = [fake("mobilenet_025", 1), fake("mobilenet_025", 42)]
     assert [run_label(run, seeds) for run in seeds] == ["mobilenet_025 seed 1", "mobilenet_025 seed 42"]
     mixed = [fake("cnn", 42), fake("mobilenet_025", 42)]
     assert [run_label(run, mixed) for run in mixed] == ["cnn", "mobilenet_025"]
+    variants = [fake("mobilenet_025", 42, "20261202-150000"), fake("mobilenet_025", 42, "20261202-160000"),
+                fake("mobilenet_025", 1)]  # fmt: skip
+    assert [run_label(run, variants) for run in variants] == [
+        "mobilenet_025 seed 42 (20261202-150000)", "mobilenet_025 seed 42 (20261202-160000)", "mobilenet_025 seed 1"]
 
 
 def test_a_three_class_run_is_scored_as_normal_against_pneumonia():
