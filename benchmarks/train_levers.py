@@ -35,8 +35,10 @@ detail for the network, no new information):
   for NORMAL, 1.52 +- 0.31 (bacterial) and 1.52 +- 0.23 (viral) for pneumonia (``../shared/data/real_cxr_sample``'s
   ``MANIFEST.csv``, 150 originals per class), so a squashed pneumonia chest looks about 20% narrower. A model
   that learned that shortcut calls a wide NORMAL image of another collection pneumonia; a random aspect ratio in
-  training takes the cue away. (A first version zoomed the width alone, in and out, +-30%: zooming out leaves
-  black side borders, so a narrower chest always came with borders in training and the cue survived.);
+  training takes the cue away, and zooming in alone (up to 1.33x) takes away the framing as a cue too: the
+  aspect-ratio probe of ``benchmarks/levers.py`` shows the course's models calling NORMAL images pneumonia more
+  often when they are zoomed in at all, and most when made narrower. (A first version zoomed the width alone, in
+  and out by up to 30%: it removed the aspect-ratio cue but not the framing one.);
 * ``equalize``: every image (train, validation and test) histogram-equalised right after decoding
   (:func:`equalize_histogram` replaces ``utils.data.load_image`` while the model trains and predicts), so that
   exposure and contrast, which differ between the train and test collections, carry no information;
