@@ -172,26 +172,21 @@ def fit_bias_corrected_temperature(y: np.ndarray, probs: np.ndarray) -> tuple[fl
     from scipy.optimize import minimize
 
     y = np.asarray(y, int)
-    log_p = np.log(np.clip(np.asarray(probs, float), 1e-30, 1))
 
     def nll(params: np.ndarray) -> float:
-        calibrated = calibrate_log(log_p, float(np.exp(params[0])), np.r_[0.0, params[1:]])
-        return float(-calibrated[np.arange(len(y)), y].mean())
+        calibrated = calibrate(probs, float(np.exp(params[0])), np.r_[0.0, params[1:]])
+        return float(-np.log(np.clip(calibrated[np.arange(len(y)), y], 1e-300, 1)).mean())
 
     fit = minimize(nll, np.zeros(probs.shape[1]), method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9})
     return float(np.exp(fit.x[0])), np.r_[0.0, fit.x[1:]]
 
 
-def calibrate_log(log_p: np.ndarray, temperature: float, bias: np.ndarray) -> np.ndarray:
-    """``log softmax(log_p / temperature + bias)``, row by row."""
-    z = log_p / temperature + bias
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def calibrate(probs: np.ndarray, temperature: float, bias: np.ndarray) -> np.ndarray:
-    """``softmax(log p / temperature + bias)``: probabilities rescaled by :func:`fit_bias_corrected_temperature`."""
-    return np.exp(calibrate_log(np.log(np.clip(np.asarray(probs, float), 1e-30, 1)), temperature, bias))
+    """``softmax(log p / temperature + bias)``: the course's temperature scaling (``utils.metrics.apply_temperature``,
+    notebook 09), then the biases as a change of prior (:func:`reweight` by ``exp(bias)``)."""
+    from utils.metrics import apply_temperature
+
+    return reweight(apply_temperature(np.asarray(probs, float), temperature), np.exp(bias))
 
 
 def calibrated_em(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict[str, np.ndarray], dict]:
@@ -222,17 +217,21 @@ def view_transform(zoom: float | tuple[float, float], shift_x: float, shift_y: f
     return np.array([a, 0, centre * (1 - a) - shift_x * size, 0, b, centre * (1 - b) - shift_y * size, 0, 0], np.float32)
 
 
-def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """``{view: (N, C) probabilities}`` of every view of :data:`VIEWS`; images decoded like in training."""
+def tta_probs(
+    model, paths: list[str], image_size: int, views: dict | None = None, batch_size: int = 32
+) -> dict[str, np.ndarray]:
+    """``{view: (N, C) probabilities}`` of every view of ``views`` (``{name: (zoom, shift x, shift y)}``, default
+    :data:`VIEWS`; see :func:`view_transform`); images decoded like in training."""
     import keras
 
     from utils.data import load_images
 
-    out: dict[str, list[np.ndarray]] = {name: [] for name in VIEWS}
+    views = views or VIEWS
+    out: dict[str, list[np.ndarray]] = {name: [] for name in views}
     for start in range(0, len(paths), batch_size):
         images = load_images(paths[start : start + batch_size], image_size)
         batch = []
-        for zoom, dx, dy in VIEWS.values():
+        for zoom, dx, dy in views.values():
             if (zoom, dx, dy) == (1.0, 0.0, 0.0):
                 batch.append(images)
             else:
@@ -240,7 +239,7 @@ def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) ->
                 batch.append(keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
                     images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0)))  # fmt: skip
         probs = keras.ops.convert_to_numpy(model(np.concatenate(batch), training=False))
-        for name, part in zip(VIEWS, np.split(probs, len(VIEWS)), strict=True):
+        for name, part in zip(views, np.split(probs, len(views)), strict=True):
             out[name].append(part)
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
@@ -248,8 +247,9 @@ def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) ->
 # --- the aspect-ratio probe ---------------------------------------------------------------------------------------
 
 
-# zoom (across, down); "both" keeps the aspect ratio and cuts every side: framing alone, for comparison
-ASPECTS = {"as is": (1.0, 1.0), "wider x1.2": (1.2, 1.0), "taller x1.2": (1.0, 1.2), "both x1.2": (1.2, 1.2)}
+# views for tta_probs, zoom (across, down); "both" keeps the aspect ratio and cuts every side: framing alone
+ASPECTS = {"as is": (1.0, 0.0, 0.0), "wider x1.2": ((1.2, 1.0), 0.0, 0.0), "taller x1.2": ((1.0, 1.2), 0.0, 0.0),
+           "both x1.2": (1.2, 0.0, 0.0)}  # fmt: skip
 
 
 def aspect_probe(model, data: dict, image_size: int, threshold: float) -> dict:
@@ -257,20 +257,11 @@ def aspect_probe(model, data: dict, image_size: int, threshold: float) -> dict:
     the frame are cut, no empty border; "both" changes the framing but not the aspect ratio), and per true class the mean p(class 1) and the share at or above ``threshold``. The shared images were
     squashed to a square from aspect ratios that depend on the class in the training split, so a model that reads
     the squash calls a chest made narrower ("taller") pneumonia. ``data``: ``{split: (paths, y, probs)}``."""
-    import keras
-
-    from utils.data import load_images
-
     out: dict = {}
     for split, (paths, y, _) in data.items():
-        images = load_images(paths, image_size)
-        out[split] = {}
-        for name, zoom in ASPECTS.items():
-            seen = keras.ops.image.affine_transform(images, view_transform(zoom, 0.0, 0.0, image_size),
-                                                    interpolation="bilinear", fill_mode="constant")  # fmt: skip
-            p = model.predict(keras.ops.convert_to_numpy(seen), batch_size=32, verbose=0)[:, 1]
-            out[split][name] = {str(k): [round(float(p[y == k].mean()), 4), round(float(np.mean(p[y == k] >= threshold)), 4)]
-                                for k in np.unique(y)}  # fmt: skip
+        views = tta_probs(model, paths, image_size, ASPECTS)
+        out[split] = {name: {str(k): [round(float(p[y == k, 1].mean()), 4), round(float(np.mean(p[y == k, 1] >= threshold)), 4)]
+                             for k in np.unique(y)} for name, p in views.items()}  # fmt: skip
     return out
 
 

@@ -106,17 +106,24 @@ def test_equalize_histogram_maps_each_grey_level_to_its_rank():
                                   train_levers.equalize_histogram(tf.constant(halved)).numpy())  # fmt: skip
 
 
+def loaded_inside(variant: str, path, size: int) -> np.ndarray:
+    """``data.load_image(path, size)`` inside ``variant``'s block, checking that only ``load_image`` was replaced
+    there and that it is the course's again afterwards."""
+    original = data.load_image
+    with train_levers.augmentation(variant):
+        loaded = data.load_image(str(path), size).numpy()
+        assert data.build_augmentation is train_levers.ORIGINAL_BUILD
+    assert data.load_image is original
+    return loaded
+
+
 def test_equalize_replaces_load_image_only_inside_its_block(tmp_path):
     from PIL import Image
 
     path = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(1).integers(60, 120, (40, 40), dtype=np.uint8)).save(path)
-    original = data.load_image
-    with train_levers.augmentation("equalize"):
-        loaded = data.load_image(str(path), 32).numpy()
-        assert data.build_augmentation is train_levers.ORIGINAL_BUILD
-    assert data.load_image is original
-    plain = original(str(path), 32).numpy()
+    loaded = loaded_inside("equalize", path, 32)
+    plain = data.load_image(str(path), 32).numpy()
     assert loaded.shape == plain.shape == (32, 32, 1)
     np.testing.assert_array_equal(loaded, train_levers.equalize_histogram(tf.constant(plain)).numpy())
     assert plain.max() - plain.min() < 100 and loaded.min() == 0 and loaded.max() == 255
@@ -232,14 +239,10 @@ def test_crop_keeps_the_centre_and_drops_the_border_only_inside_its_block(tmp_pa
     picture[20:30, 20:30] = 0  # a dark centre square
     path = tmp_path / "framed.png"
     Image.fromarray(picture).save(path)
-    original = data.load_image
-    with train_levers.augmentation("crop"):
-        cropped = data.load_image(str(path), 32).numpy()
-        assert data.build_augmentation is train_levers.ORIGINAL_BUILD
-    assert data.load_image is original
-    plain = original(str(path), 32).numpy()
+    cropped = loaded_inside("crop", path, 32)
+    plain = data.load_image(str(path), 32).numpy()
     assert cropped.shape == plain.shape == (32, 32, 1)
-    np.testing.assert_array_equal(cropped, original(str(path), 40).numpy()[4:36, 4:36])  # 32 / 0.8 = 40
+    np.testing.assert_array_equal(cropped, data.load_image(str(path), 40).numpy()[4:36, 4:36])  # 32 / 0.8 = 40
     assert plain[0].min() == 255 and cropped[0].max() < 255  # the frame is gone ...
     assert cropped[16, 16, 0] < 10 and (cropped < 10).sum() > (plain < 10).sum()  # ... the centre is larger
 
