@@ -4,10 +4,12 @@ equalisation, label smoothing, mixup, fine-tuning depth; several seeds of each.
 Usage (from the repository root)::
 
     nice -n 5 python benchmarks/train_levers.py [--variants baseline strong-intensity equalize label-smoothing]
-        [--seed N] [--profile full] [--image-size 224] [--epochs 5 10] [--weights FILE] [--source DIR]
-        [--output DIR] [--n-boot N]
+        [--seed N] [--model mobilenet_025|cnn] [--profile full] [--image-size 224] [--epochs 5 10]
+        [--weights FILE] [--source DIR] [--output DIR] [--n-boot N]
 
-Trains ``mobilenet_025`` once per variant with the same settings as ``benchmarks/real_data.py`` (its
+Trains ``mobilenet_025`` (or, with ``--model cnn``, the custom CNN with the ``laptop`` profile's recipe: 2,000
+training images at 128 px, its folders ending in ``-cnn``) once per variant with the same settings as
+``benchmarks/real_data.py`` (its
 ``make_settings`` and ``score_run`` are reused: ``utils.course.manifest.prepare_dataset`` then
 ``utils.course.experiment.train_model``). The split by patient always uses ``CXR_SEED`` (default 42), so every
 variant and seed sees the same train / validation images; ``--seed`` (default 42) is the training seed (the new
@@ -397,10 +399,14 @@ def augmentation(variant: str):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--profile", default="full")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--epochs", nargs=2, type=int, default=[5, 10], metavar=("HEAD", "FINETUNE"))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, help="default: all (for the CNN: all but "
+                        "the fine-tuning depths)")  # fmt: skip
+    parser.add_argument("--model", choices=[MODEL, "cnn"], default=MODEL,
+                        help="MobileNet 0.25 (default) or the custom CNN with its laptop recipe")  # fmt: skip
+    parser.add_argument("--profile", help="default: full for MobileNet 0.25, laptop for the CNN")
+    parser.add_argument("--image-size", type=int, help="default: 224 for MobileNet 0.25, the profile's for the CNN")
+    parser.add_argument("--epochs", nargs="+", type=int, metavar="N",
+                        help="HEAD FINETUNE (default 5 10) for MobileNet 0.25; N for the CNN (default: the profile's)")  # fmt: skip
     parser.add_argument("--weights", type=Path, default=real_data.DEFAULT_WEIGHTS)
     parser.add_argument("--source", type=Path, default=real_data.DEFAULT_SOURCE)
     parser.add_argument("--output", type=Path, default=OUTPUT)
@@ -409,6 +415,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=["pneumonia", "pneumonia3"], default="pneumonia",
                         help="two classes, or three (NORMAL, BACTERIA, VIRUS)")  # fmt: skip
     args = parser.parse_args(argv)
+    args.variants = args.variants or [v for v in VARIANTS if args.model == MODEL or v not in FINETUNE_FROM]
+    if args.model == "cnn" and set(args.variants) & set(FINETUNE_FROM):
+        parser.error(f"{', '.join(FINETUNE_FROM)} change MobileNet's fine-tuning: not for --model cnn")
+    if args.epochs is not None and len(args.epochs) != (2 if args.model == MODEL else 1):
+        parser.error("--epochs takes HEAD FINETUNE for MobileNet 0.25, one number for the CNN")
+    transfer = args.model == MODEL
+    args.profile = args.profile or ("full" if transfer else "laptop")
+    args.image_size = args.image_size or (224 if transfer else None)
+    args.epochs = args.epochs or ([5, 10] if transfer else None)
     args.output = args.output.expanduser().resolve()
     args.quick, args.train_images = False, None  # what real_data.make_settings reads
     return args
@@ -418,11 +433,13 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     from utils.course.experiment import train_model
     from utils.course.manifest import prepare_dataset
 
-    size = "" if args.image_size == 224 else f"-{args.image_size}px"
-    folder = args.output / variant / f"seed{args.seed}{size}{'' if args.dataset == 'pneumonia' else f'-{args.dataset}'}"
+    size = "" if args.image_size in (None, 224) else f"-{args.image_size}px"
+    model = "" if args.model == MODEL else f"-{args.model}"
+    dataset = "" if args.dataset == "pneumonia" else f"-{args.dataset}"
+    folder = args.output / variant / f"seed{args.seed}{size}{dataset}{model}"
     folder.mkdir(parents=True, exist_ok=True)
-    settings = real_data.make_settings(argparse.Namespace(**{**vars(args), "output": folder}), args.source)
-    settings = settings.with_(weights=str(args.weights))
+    settings = real_data.make_settings(argparse.Namespace(**{**vars(args), "output": folder}), args.source, args.model)
+    settings = settings.with_(weights=str(args.weights)) if args.model == MODEL else settings
     prepared = prepare_dataset(settings, settings.dataset)  # split by patient with CXR_SEED (42): one split for all
     settings = settings.with_(seed=args.seed)  # the training seed: initial head, order, augmentation
     counts = prepared.manifest.groupby(["split", "label"]).size().to_dict()
@@ -431,8 +448,8 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     started = time.perf_counter()
     with augmentation(variant) as build:
         print(f"augmentation: {[layer.name for layer in build(settings.seed).layers]}", flush=True)
-        run = train_model(settings, MODEL)
-    row = real_data.score_run(run, MODEL, args.n_boot)
+        run = train_model(settings, args.model)
+    row = real_data.score_run(run, args.model, args.n_boot)
     row |= {
         "variant": variant,
         "seed": settings.seed,
@@ -446,7 +463,8 @@ def save(path: Path, rows: list[dict]) -> None:
     old = json.loads(path.read_text()) if path.is_file() else []
 
     def key(row: dict) -> tuple:
-        return row.get("variant"), row.get("seed"), row.get("image_size"), row.get("dataset", "pneumonia")
+        return (row.get("model", MODEL), row.get("variant"), row.get("seed"), row.get("image_size"),
+                row.get("dataset", "pneumonia"))
 
     new = {key(row) for row in rows}
     path.write_text(json.dumps([row for row in old if key(row) not in new] + rows, indent=1))
@@ -460,10 +478,10 @@ def markdown_table(rows: list[dict]) -> str:
 
     metrics = ("accuracy", "AUC [95% CI]", "macro-F1", "sensitivity", "specificity")
     head = " | ".join(f"{s} {m}" for s in SPLITS for m in metrics)
-    lines = [f"| variant | dataset | seed | px | train min | epochs | threshold | {head} |", "|" + "---|" * 17]
+    lines = [f"| model | variant | dataset | seed | px | train min | epochs | threshold | {head} |", "|" + "---|" * 18]
     for row in rows:
         threshold = "argmax" if row["threshold"] is None else f"{row['threshold']:.3f}"
-        lines.append(f"| {row['variant']} | {row['dataset']} | {row['seed']} | {row['image_size']} | {row['train_minutes']:.1f} | "
+        lines.append(f"| {row.get('model', MODEL)} | {row['variant']} | {row['dataset']} | {row['seed']} | {row['image_size']} | {row['train_minutes']:.1f} | "
                      f"{row['epochs_run']} | {threshold} | {cell(row['val'])} | {cell(row['test'])} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -473,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.source / "train").is_dir():
         print(f"Skipped: no Kermany-layout folder (train/ and test/) at {args.source}; pass --source DIR.")
         return 0
-    if not args.weights.is_file():
+    if args.model == MODEL and not args.weights.is_file():
         print(
             f"error: the ImageNet weights file {args.weights} is missing (--weights FILE).", file=sys.stderr
         )

@@ -15,6 +15,7 @@ from utils.gradcam import (
     pointing_game,
     randomize_layers,
     weight_feature_maps,
+    zoom_axes,
 )
 from utils.models import add_head, build_cnn
 
@@ -140,3 +141,21 @@ def test_pointing_game_and_localisation_by_hand():
     uniform = np.ones((3, 4, 4))
     assert localisation(uniform, masks)["heat inside / outside"] == 1.0  # no preference
     assert pointing_game(uniform, masks) == 0.0  # flat maps point nowhere
+
+
+def test_zoom_axes_changes_the_aspect_ratio_of_a_centred_square_and_nothing_else():
+    square = np.zeros((1, 60, 60, 1), np.float32)
+    square[:, 20:40, 20:40] = 255.0  # 20 x 20 px, centred
+
+    def extent(image: np.ndarray) -> tuple[int, int]:
+        """Rows and columns of the bright square (above half intensity)."""
+        bright = image[0, ..., 0] > 127.5
+        return int(bright.any(axis=1).sum()), int(bright.any(axis=0).sum())
+
+    np.testing.assert_allclose(zoom_axes(square, 1.0, 1.0), square)  # no zoom: the same image
+    assert extent(zoom_axes(square, 1.5, 1.0)) == (20, 30)  # wider: 60 / 1.5 = 40 columns kept, stretched to 60
+    assert extent(zoom_axes(square, 1.0, 1.5)) == (30, 20)  # taller
+    assert extent(zoom_axes(square, 1.5, 1.5)) == (30, 30)  # both: tighter framing, the same aspect ratio
+    grey = zoom_axes(np.full((3, 60, 60, 3), 200.0, np.float32), 1.2, 1.0)
+    assert grey.shape == (3, 60, 60, 3) and grey.dtype == np.float32
+    np.testing.assert_allclose(grey, 200.0)  # a flat image stays flat: no empty border is filled in

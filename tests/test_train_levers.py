@@ -4,6 +4,8 @@ mixup and deeper fine-tuning compute what they should) and changes the course on
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -227,6 +229,7 @@ def test_the_table_shows_a_three_class_run_by_its_argmax_and_macro_f1():
             common | {"dataset": "pneumonia3", "threshold": None, "val": three, "test": three}]  # fmt: skip
     lines = train_levers.markdown_table(rows).splitlines()
     assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
+    assert lines[2].startswith("| mobilenet_025 | baseline | pneumonia | 2 |")  # rows before --model: MobileNet
     assert "| 0.200 | 0.900 | 0.950 [0.900, 0.990] | 0.880 | 0.970 | 0.740 |" in lines[2]
     assert "| pneumonia3 | 2 | 224 | 6.0 | 15 | argmax | 0.900 | 0.950 [0.900, 0.990] | 0.880 | n/a | n/a |" in lines[3]
 
@@ -294,3 +297,28 @@ def test_weight_average_keeps_the_average_of_the_steps_and_saves_it_only_inside_
     model.compile(optimizer=keras.optimizers.Adam(0.02), loss="categorical_crossentropy")
     assert not model.optimizer.use_ema
     assert not any(isinstance(c, keras.callbacks.SwapEMAWeights) for c in training.make_callbacks(toy.val, tmp_path, 1, "x"))
+
+
+def test_the_cnn_takes_its_laptop_recipe_and_refuses_mobilenet_only_variants(capsys):
+    mobilenet, cnn = train_levers.parse_args([]), train_levers.parse_args(["--model", "cnn", "--variants", "stretch"])
+    assert (mobilenet.model, mobilenet.profile, mobilenet.image_size, mobilenet.epochs) == ("mobilenet_025", "full", 224, [5, 10])
+    assert (cnn.model, cnn.profile, cnn.image_size, cnn.epochs) == ("cnn", "laptop", None, None)  # the profile's recipe
+    assert train_levers.parse_args(["--model", "cnn", "--epochs", "12"]).epochs == [12]
+    assert train_levers.parse_args(["--model", "cnn"]).variants == [v for v in train_levers.VARIANTS if "finetune" not in v]
+    assert mobilenet.variants == list(train_levers.VARIANTS)
+    for wrong, message in ((["--model", "cnn", "--variants", "deep-finetune"], "not for --model cnn"),
+                           (["--model", "cnn", "--epochs", "5", "10"], "one number for the CNN"),
+                           (["--epochs", "5"], "HEAD FINETUNE for MobileNet 0.25")):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            train_levers.parse_args(wrong)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_saving_a_cnn_row_keeps_the_mobilenet_row_of_the_same_variant_and_seed(tmp_path):
+    path = tmp_path / "train_levers.json"
+    same = {"variant": "stretch", "seed": 1, "image_size": 224, "dataset": "pneumonia"}
+    train_levers.save(path, [same | {"model": "mobilenet_025", "test": 0.9}])
+    train_levers.save(path, [same | {"model": "cnn", "test": 0.8}])
+    train_levers.save(path, [same | {"model": "cnn", "test": 0.85}])  # the CNN's run again: replaces its own row
+    rows = json.loads(path.read_text())
+    assert sorted((row["model"], row["test"]) for row in rows) == [("cnn", 0.85), ("mobilenet_025", 0.9)]

@@ -1,5 +1,5 @@
-"""Grad-CAM (notebook 10): which regions of an X-ray raised a class score, a randomisation sanity check, and
-localisation scores against known lesion masks.
+"""Grad-CAM (notebook 10): which regions of an X-ray raised a class score, a randomisation sanity check,
+localisation scores against known lesion masks, and a stress test that changes only the aspect ratio.
 
 Grad-CAM (Selvaraju et al. 2017) weighs the feature maps of one convolutional layer by the gradient of the class
 score, keeps the positive part and upsamples it to the image. The score explained is the class LOGIT (the
@@ -37,6 +37,17 @@ def gradcam_heatmap(model: keras.Model, images: np.ndarray, class_index: np.ndar
     cam = weight_feature_maps(features, grads)
     cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
     return tf.image.resize(cam[..., None], images.shape[1:3])[..., 0].numpy()
+
+
+# saved in utils/gradcam.py
+def zoom_axes(images: np.ndarray, across: float, down: float) -> np.ndarray:
+    """``images`` (N, H, W, C) zoomed in about the centre by ``across`` horizontally and ``down`` vertically: the
+    central (H / down) x (W / across) part resized back to H x W. Another aspect ratio or framing, no empty border."""
+    height, width = images.shape[1:3]
+    keep_h, keep_w = round(height / down), round(width / across)
+    top, left = (height - keep_h) // 2, (width - keep_w) // 2
+    centre = images[:, top : top + keep_h, left : left + keep_w]
+    return tf.image.resize(centre, (height, width)).numpy()
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
