@@ -338,13 +338,12 @@ def run_label(run, runs: list) -> str:
     return label
 
 
-def levers_of_run(
-    run, runs: list, n_boot: int, tta: bool, adabn: bool = False, aspect: bool = False
-) -> tuple[list[dict], dict]:
-    """The rows of one run of ``runs`` (baseline, EM with each reference prior, TTA, AdaBN) and their details
-    (with ``aspect``, also the :func:`aspect_probe`)."""
+def levers_of_run(run, runs: list, args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """The rows of one run of ``runs`` (baseline, EM with each reference prior, BCTS + EM, TTA, AdaBN) and their
+    details (also the :func:`aspect_probe`), as the command line ``args`` ask (``--no-tta`` and so on)."""
     from utils.metrics import choose_threshold, roc_auc
 
+    n_boot = args.n_boot
     name, threshold = run_label(run, runs), run.threshold
     data = {split: split_rows(run, split) for split in SPLITS}
     rows = [{"model": name, "lever": "baseline", "threshold": threshold,
@@ -378,7 +377,7 @@ def levers_of_run(
     rows.append({"model": name, "lever": f"BCTS on val (T {t:.2f}, bias {b:+.2f}) + EM from val's shares, "
                  "threshold re-chosen on val", "threshold": calibrated_threshold,
                  **{s: score(data[s][1], adjusted[s], calibrated_threshold, n_boot) for s in SPLITS}})  # fmt: skip
-    if tta:
+    if not args.no_tta:
         model, size = run.load_model(), int(run.config["image_size"])
         views = {split: tta_probs(model, paths, size) for split, (paths, _, _) in data.items()}
         mean = {split: np.mean(list(v.values()), axis=0) for split, v in views.items()}
@@ -391,9 +390,9 @@ def levers_of_run(
                                                              for s in SPLITS},
                           "per_view_auc": {s: {v: round(roc_auc(data[s][1], p), 4) for v, p in views[s].items()}
                                            for s in SPLITS}}  # fmt: skip
-    if aspect:
+    if not args.no_aspect:
         details["aspect"] = aspect_probe(run.load_model(), data, int(run.config["image_size"]), threshold)
-    if adabn:
+    if not args.no_adabn:
         adapted, layers = adabn_probs(run, {split: paths for split, (paths, _, _) in data.items()})
         if adapted:
             adabn_threshold = choose_threshold(data["val"][1], adapted["val"])
@@ -692,8 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         name = run_label(run, runs)
         print(f"{name}: {run.path} ({run.config['image_size']} px, threshold {run.threshold:.3f})", flush=True)
-        run_rows, details[name] = levers_of_run(run, runs, args.n_boot, tta=not args.no_tta, adabn=not args.no_adabn,
-                                                aspect=not args.no_aspect)  # fmt: skip
+        run_rows, details[name] = levers_of_run(run, runs, args)
         rows += run_rows
         images[name] = ", ".join(
             f"{s} {len(y)} ({', '.join(f'{c} {n}' for c, n in zip(run.class_names, np.bincount(y, minlength=2), strict=True))})"
