@@ -5,7 +5,7 @@ Usage (from the repository root)::
 
     nice -n 5 python benchmarks/train_levers.py [--variants baseline strong-intensity equalize label-smoothing]
         [--seed N] [--model mobilenet_025|cnn] [--profile full] [--image-size 224] [--epochs 5 10]
-        [--weights FILE] [--source DIR] [--output DIR] [--n-boot N]
+        [--weights FILE] [--source DIR] [--output DIR] [--n-boot N] [--hold-out-originals]
 
 Trains ``mobilenet_025`` (or, with ``--model cnn``, the custom CNN with the ``laptop`` profile's recipe: 2,000
 training images at 128 px, its folders ending in ``-cnn``) once per variant with the same settings as
@@ -63,6 +63,18 @@ detail for the network, no new information):
   course fine-tuned from ``conv_dw_12`` until 2026-12-02 (the ``baseline`` runs of that day before 05:00) and
   fine-tunes every layer since, after these variants were measured: ``full-finetune`` is now ``baseline``.
 
+``--hold-out-originals`` (two classes) answers a question the validation split cannot: does a variant rank
+better once the acquisition cues are taken away? ``../shared/data/real_cxr_sample/MANIFEST.csv`` lists 450 of the
+official training images (150 per class, one per patient) with the width and height of their originals, which
+the squashed 224 px copies no longer show. Every training and validation image of those patients (1,230 of the
+5,216) is left out of training (:func:`without_patients`), and the finished run predicts the 450 squashed copies
+(``originals.csv`` in the run folder). From the original aspect ratio and pixel count alone a logistic
+regression tells pneumonia from NORMAL with an AUC of about 0.92; :func:`overlap_weights` weighs the images so
+that both classes have the same mean of both cues, and the weighted AUC (95% bootstrap interval) and the
+threshold of the weighted Youden's J are what a model earns by the lungs rather than by the squash. Folders end
+in ``-heldout``; the output adds a table of validation, originals and test. Nothing here reads the test split
+to choose: it reports the test split at the validation threshold and at the originals' threshold.
+
 Hypothesis: the official test images differ from training in exposure and contrast, and a model that cannot rely
 on them (augmented or equalised away) keeps its specificity on test. Every threshold comes from validation (``run.threshold``); nothing
 is chosen on test, this only reports. Prints a Markdown table; writes ``<output>/../train_levers.json`` (default
@@ -73,12 +85,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,8 +355,6 @@ def mixed_batches():
 @contextlib.contextmanager
 def deeper_finetuning(first_layer: str):
     """Fine-tuning (phase 2) trains MobileNet 0.25 from ``first_layer`` on, whatever the course's choice."""
-    import dataclasses
-
     from utils.models import BACKBONES
 
     course = BACKBONES[MODEL]
@@ -394,6 +408,85 @@ def augmentation(variant: str):
         data.build_augmentation, data.load_image = ORIGINAL_BUILD, ORIGINAL_LOAD
 
 
+# --- a validation set on which the acquisition cues carry no class: the originals of real_cxr_sample -------------
+
+ORIGINALS = real_data.SHARED / "data" / "real_cxr_sample" / "MANIFEST.csv"
+
+
+def load_originals(path: Path = ORIGINALS) -> pd.DataFrame:
+    """The official-train originals listed in ``real_cxr_sample/MANIFEST.csv`` (150 per class, one per patient):
+    file name, its folder in chest_xray_224 (NORMAL or PNEUMONIA), ``y`` (1: pneumonia), patient id, and the
+    original's aspect ratio (width / height) and megapixels, which the squashed 224 px copies no longer show."""
+    from utils.course.datasets import kermany_patient_id
+
+    table = pd.read_csv(path).query("split == 'train'").reset_index(drop=True)
+    y = (table["label"] != "NORMAL").astype(int).to_numpy()
+    return pd.DataFrame({"file": table["file"], "folder": np.where(y == 1, "PNEUMONIA", "NORMAL"), "y": y,
+                         "patient": table["file"].map(kermany_patient_id), "aspect": table["orig_w"] / table["orig_h"],
+                         "megapixels": table["orig_w"] * table["orig_h"] / 1e6})  # fmt: skip
+
+
+def overlap_weights(originals: pd.DataFrame) -> np.ndarray:
+    """Overlap weights (Li, Morgan and Zaslavsky 2018): a logistic regression predicts pneumonia from the
+    acquisition cues alone (log aspect ratio and log pixel count of the original), giving each image its
+    propensity e; a NORMAL image weighs e, a pneumonia image 1 - e. Weighted, both classes have the same mean of
+    both cues (exactly, for an unpenalised fit), so a model scores well on them only by what else it sees."""
+    from sklearn.linear_model import LogisticRegression
+
+    cues = np.log(originals[["aspect", "megapixels"]].to_numpy(float))
+    e = LogisticRegression(C=np.inf).fit(cues, originals["y"]).predict_proba(cues)[:, 1]
+    return np.where(originals["y"] == 1, 1 - e, e)
+
+
+@contextlib.contextmanager
+def without_patients(patients: set[str]):
+    """While the block runs, the course's ``load_prepared`` (as ``train_model`` calls it) leaves out every
+    training and validation image of ``patients`` and of the patients grouped with them as duplicates."""
+    from utils.course import experiment
+
+    course = experiment.load_prepared
+
+    def load_without(*args, **kwargs):
+        prepared = course(*args, **kwargs)
+        table = prepared.manifest
+        groups = set(table.loc[table["patient_id"].isin(patients), "group"])
+        kept = table[~table["group"].isin(groups) | (table["split"] == "test")].reset_index(drop=True)
+        return dataclasses.replace(prepared, manifest=kept)
+
+    experiment.load_prepared = load_without
+    try:
+        yield
+    finally:
+        experiment.load_prepared = course
+
+
+def score_originals(run, originals: pd.DataFrame, source: Path, n_boot: int) -> dict:
+    """The run on the held-out originals (their squashed copies in ``source``): AUC plain and overlap-weighted
+    (95% bootstrap interval), the threshold of the weighted Youden's J, and the test split at that threshold.
+    Writes each image's p(pneumonia) to ``originals.csv`` in the run folder."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from utils.data import load_images
+    from utils.metrics import scores_with_ci
+
+    model, size = run.load_model(), int(run.config["image_size"])
+    paths = [str(source / "train" / folder / name) for folder, name in zip(originals["folder"], originals["file"], strict=True)]
+    p = np.concatenate([model.predict(load_images(paths[i : i + 64], size), verbose=0)[:, 1] for i in range(0, len(paths), 64)])
+    y, w = originals["y"].to_numpy(), overlap_weights(originals)
+    originals.assign(path=paths, p=p, weight=w).to_csv(run.path / "originals.csv", index=False)
+    fpr, tpr, cuts = roc_curve(y, p, sample_weight=w)
+    threshold = float(min(cuts[np.argmax(tpr - fpr)], 1.0))
+    rng, draws = np.random.default_rng(0), []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        draws.append(roc_auc_score(y[i], p[i], sample_weight=w[i]))
+    weighted = [roc_auc_score(y, p, sample_weight=w), *np.percentile(draws, [2.5, 97.5])]
+    test = scores_with_ci(*run.arrays("test"), threshold, n_boot=n_boot)
+    return {"images": len(y), "effective_images": [round(float(w[y == k].sum() ** 2 / (w[y == k] ** 2).sum()), 1) for k in (0, 1)],
+            "AUC": round(float(roc_auc_score(y, p)), 4), "weighted_AUC": [round(float(v), 4) for v in weighted],
+            "threshold": round(threshold, 4), "test_at_threshold": {name: list(v) for name, v in test.items()}}  # fmt: skip
+
+
 # --- training and the table ---------------------------------------------------------------------------------------
 
 
@@ -414,8 +507,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="the run's seed (split by patient, weights, order)")
     parser.add_argument("--dataset", choices=["pneumonia", "pneumonia3"], default="pneumonia",
                         help="two classes, or three (NORMAL, BACTERIA, VIRUS)")  # fmt: skip
+    parser.add_argument("--hold-out-originals", action="store_true", help="leave out the patients of "
+                        "real_cxr_sample's training originals and score the run on them, weighted so that their "
+                        "original aspect ratio and size carry no class (two classes only)")  # fmt: skip
     args = parser.parse_args(argv)
     args.variants = args.variants or [v for v in VARIANTS if args.model == MODEL or v not in FINETUNE_FROM]
+    if args.hold_out_originals and args.dataset != "pneumonia":
+        parser.error("--hold-out-originals scores NORMAL against pneumonia: use it with --dataset pneumonia")
     if args.model == "cnn" and set(args.variants) & set(FINETUNE_FROM):
         parser.error(f"{', '.join(FINETUNE_FROM)} change MobileNet's fine-tuning: not for --model cnn")
     if args.epochs is not None and len(args.epochs) != (2 if args.model == MODEL else 1):
@@ -436,7 +534,8 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     size = "" if args.image_size in (None, 224) else f"-{args.image_size}px"
     model = "" if args.model == MODEL else f"-{args.model}"
     dataset = "" if args.dataset == "pneumonia" else f"-{args.dataset}"
-    folder = args.output / variant / f"seed{args.seed}{size}{dataset}{model}"
+    held_out = "-heldout" if args.hold_out_originals else ""
+    folder = args.output / variant / f"seed{args.seed}{size}{dataset}{model}{held_out}"
     folder.mkdir(parents=True, exist_ok=True)
     settings = real_data.make_settings(argparse.Namespace(**{**vars(args), "output": folder}), args.source, args.model)
     settings = settings.with_(weights=str(args.weights)) if args.model == MODEL else settings
@@ -446,7 +545,9 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     print(f"\n== {variant}: {len(prepared.manifest)} images {counts}; profile {settings.profile.name}, "
           f"{settings.profile.image_size} px, epochs {args.epochs}, seed {settings.seed}", flush=True)  # fmt: skip
     started = time.perf_counter()
-    with augmentation(variant) as build:
+    originals = load_originals() if args.hold_out_originals else None
+    held_out = without_patients(set(originals["patient"])) if originals is not None else contextlib.nullcontext()
+    with augmentation(variant) as build, held_out:
         print(f"augmentation: {[layer.name for layer in build(settings.seed).layers]}", flush=True)
         run = train_model(settings, args.model)
     row = real_data.score_run(run, args.model, args.n_boot)
@@ -454,7 +555,10 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
         "variant": variant,
         "seed": settings.seed,
         "wall_minutes": round((time.perf_counter() - started) / 60, 2),
+        "held_out_originals": originals is not None,
     }
+    if originals is not None:
+        row["originals"] = score_originals(run, originals, args.source, args.n_boot)
     return row
 
 
@@ -464,7 +568,7 @@ def save(path: Path, rows: list[dict]) -> None:
 
     def key(row: dict) -> tuple:
         return (row.get("model", MODEL), row.get("variant"), row.get("seed"), row.get("image_size"),
-                row.get("dataset", "pneumonia"))
+                row.get("dataset", "pneumonia"), row.get("held_out_originals", False))
 
     new = {key(row) for row in rows}
     path.write_text(json.dumps([row for row in old if key(row) not in new] + rows, indent=1))
@@ -486,6 +590,25 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def originals_table(rows: list[dict]) -> str:
+    """The runs that held out the originals: validation, the originals (plain and weighted AUC) and test, and the
+    test split at the validation threshold and at the threshold chosen on the weighted originals."""
+    def at(scores: dict) -> str:
+        return " / ".join(f"{scores[m][0]:.3f}" for m in ("accuracy", "sensitivity", "specificity"))
+
+    lines = ["| model | variant | seed | val AUC | originals AUC | weighted AUC [95% CI] | test AUC | val threshold: "
+             "test acc / sens / spec | originals threshold: test acc / sens / spec |", "|" + "---|" * 9]  # fmt: skip
+    for row in rows:
+        if "originals" not in row:
+            continue
+        o = row["originals"]
+        auc = o["weighted_AUC"]
+        lines.append(f"| {row.get('model', MODEL)} | {row['variant']} | {row['seed']} | {row['val']['AUC'][0]:.3f} | "
+                     f"{o['AUC']:.3f} | {auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}] | {row['test']['AUC'][0]:.3f} | "
+                     f"{row['threshold']:.3f}: {at(row['test'])} | {o['threshold']:.3f}: {at(o['test_at_threshold'])} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (args.source / "train").is_dir():
@@ -496,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
             f"error: the ImageNet weights file {args.weights} is missing (--weights FILE).", file=sys.stderr
         )
         return 2
+    if args.hold_out_originals and not ORIGINALS.is_file():
+        print(f"error: --hold-out-originals needs {ORIGINALS} (../shared/data/real_cxr_sample).", file=sys.stderr)
+        return 2
     from utils.course.runtime import quiet_libraries
 
     quiet_libraries()  # before anything imports TensorFlow
@@ -504,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants:
         rows.append(train_variant(args, variant))
         save(out, rows)  # after each variant: a crash keeps the finished ones
-    print(f"\n{markdown_table(rows)}\n\n{out}\n" + "\n".join(f"{r['variant']}: {r['run_dir']}" for r in rows))
+    held_out = f"\n\nHeld-out originals:\n{originals_table(rows)}" if args.hold_out_originals else ""
+    print(f"\n{markdown_table(rows)}{held_out}\n\n{out}\n" + "\n".join(f"{r['variant']}: {r['run_dir']}" for r in rows))
     return 0
 
 

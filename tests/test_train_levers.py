@@ -308,7 +308,8 @@ def test_the_cnn_takes_its_laptop_recipe_and_refuses_mobilenet_only_variants(cap
     assert mobilenet.variants == list(train_levers.VARIANTS)
     for wrong, message in ((["--model", "cnn", "--variants", "deep-finetune"], "not for --model cnn"),
                            (["--model", "cnn", "--epochs", "5", "10"], "one number for the CNN"),
-                           (["--epochs", "5"], "HEAD FINETUNE for MobileNet 0.25")):  # fmt: skip
+                           (["--epochs", "5"], "HEAD FINETUNE for MobileNet 0.25"),
+                           (["--hold-out-originals", "--dataset", "pneumonia3"], "use it with --dataset pneumonia")):  # fmt: skip
         with pytest.raises(SystemExit) as stop:
             train_levers.parse_args(wrong)
         assert stop.value.code == 2 and message in capsys.readouterr().err
@@ -322,3 +323,79 @@ def test_saving_a_cnn_row_keeps_the_mobilenet_row_of_the_same_variant_and_seed(t
     train_levers.save(path, [same | {"model": "cnn", "test": 0.85}])  # the CNN's run again: replaces its own row
     rows = json.loads(path.read_text())
     assert sorted((row["model"], row["test"]) for row in rows) == [("cnn", 0.85), ("mobilenet_025", 0.9)]
+
+
+def originals_like(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """A table shaped like load_originals' whose classes differ in aspect ratio and size, as the real ones do."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    return pd.DataFrame({"file": [f"person{i}_bacteria_{i}.jpeg" if k else f"IM-{i:04d}-0001.jpeg" for i, k in enumerate(y)],
+                         "folder": np.where(y == 1, "PNEUMONIA", "NORMAL"), "y": y, "patient": [f"p{i}" for i in range(n)],
+                         "aspect": np.exp(rng.normal(0.2 + 0.2 * y, 0.12)),
+                         "megapixels": np.exp(rng.normal(0.8 - 0.8 * y, 0.5))})  # fmt: skip
+
+
+def test_overlap_weights_balance_the_acquisition_cues_between_the_classes():
+    table = originals_like()
+    weights = train_levers.overlap_weights(table)
+    cues = np.log(table[["aspect", "megapixels"]].to_numpy())
+    plain = [cues[table["y"] == k].mean(axis=0) for k in (0, 1)]
+    weighted = [np.average(cues[table["y"] == k], axis=0, weights=weights[table["y"] == k]) for k in (0, 1)]
+    assert np.abs(plain[0] - plain[1]).min() > 0.1  # unweighted, the cues tell the classes apart
+    np.testing.assert_allclose(weighted[0], weighted[1], atol=1e-3)  # weighted, they do not
+    assert ((weights > 0) & (weights < 1)).all()
+    normal = table[table["y"] == 0]
+    most_like_pneumonia = normal["aspect"].idxmax()  # the widest NORMAL original looks most like a pneumonia one
+    assert weights[most_like_pneumonia] > np.median(weights[normal.index])
+
+
+def test_without_patients_drops_their_train_and_validation_images_and_duplicates_only_inside_its_block(monkeypatch):
+    from utils.course import experiment
+    from utils.course.manifest import Prepared
+
+    table = pd.DataFrame({"path": list("abcdefg"), "split": ["train", "train", "val", "train", "test", "train", "val"],
+                          "patient_id": ["p1", "p1", "p2", "p3", "test/p1", "p4", "p5"],
+                          "group": ["p1", "p1", "p2", "p3", "test/p1", "p2", "p5"]})  # p4 duplicates p2's image  # fmt: skip
+    monkeypatch.setattr(experiment, "load_prepared", lambda *a, **k: Prepared(None, table, None, ["NORMAL"], {}))
+    with train_levers.without_patients({"p1", "p2"}):
+        kept = experiment.load_prepared("settings").manifest
+    assert list(kept["path"]) == ["d", "e", "g"]  # p1, p2 and p2's duplicate p4 gone; test untouched
+    assert len(experiment.load_prepared("settings").manifest) == 7
+
+
+def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_threshold(tmp_path):
+    import keras
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    table = originals_like(40, seed=1)
+    rng = np.random.default_rng(2)
+    brightness = np.clip(90 + 60 * table["y"] + rng.normal(0, 40, len(table)), 0, 255)  # overlapping classes
+    for (folder, name), value in zip(table[["folder", "file"]].itertuples(index=False), brightness, strict=True):
+        (tmp_path / "train" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16), value, np.uint8)).save(tmp_path / "train" / folder / name)
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    model.layers[-1].set_weights([np.array([[0.0, 0.01]] * 3, np.float32), np.array([0.0, -3.6], np.float32)])
+
+    class FakeRun:  # what score_originals reads of a run
+        path, config = tmp_path, {"image_size": 16}
+
+        def load_model(self):
+            return model
+
+        def arrays(self, split):
+            return np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2]])
+
+    out = train_levers.score_originals(FakeRun(), table, tmp_path, n_boot=50)
+    saved = pd.read_csv(tmp_path / "originals.csv")
+    y, p, w = saved["y"].to_numpy(), saved["p"].to_numpy(), train_levers.overlap_weights(table)
+    np.testing.assert_allclose(saved["weight"], w)
+    assert out["AUC"] == round(roc_auc_score(y, p), 4) and out["AUC"] > 0.6
+    assert out["weighted_AUC"][0] == round(roc_auc_score(y, p, sample_weight=w), 4)
+    assert out["weighted_AUC"][1] <= out["weighted_AUC"][0] <= out["weighted_AUC"][2]
+    fpr, tpr, cuts = roc_curve(y, p, sample_weight=w)
+    assert out["threshold"] == round(float(cuts[np.argmax(tpr - fpr)]), 4)
+    expected = (np.array([0.1, 0.6, 0.7, 0.2]) >= out["threshold"]).astype(int) == np.array([0, 0, 1, 1])
+    assert out["test_at_threshold"]["accuracy"][0] == expected.mean()
