@@ -399,3 +399,16 @@ def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_thres
     assert out["threshold"] == round(float(cuts[np.argmax(tpr - fpr)]), 4)
     expected = (np.array([0.1, 0.6, 0.7, 0.2]) >= out["threshold"]).astype(int) == np.array([0, 0, 1, 1])
     assert out["test_at_threshold"]["accuracy"][0] == expected.mean()
+
+
+def test_the_originals_table_shows_validation_originals_and_test_at_both_thresholds():
+    two = {"accuracy": [0.9, 0.8, 1.0], "AUC": [0.95, 0.9, 0.99], "sensitivity": [0.97, 0.9, 1.0], "specificity": [0.74, 0.6, 0.85]}
+    at_originals = two | {"accuracy": [0.92, 0.8, 1.0], "specificity": [0.84, 0.7, 0.9]}
+    originals = {"AUC": 0.93, "weighted_AUC": [0.91, 0.87, 0.94], "threshold": 0.5, "test_at_threshold": at_originals}
+    rows = [{"model": "mobilenet_025", "variant": "stretch", "seed": 1, "threshold": 0.2, "val": two, "test": two,
+             "originals": originals},
+            {"model": "mobilenet_025", "variant": "baseline", "seed": 1, "threshold": 0.2, "val": two, "test": two}]  # fmt: skip
+    lines = train_levers.originals_table(rows).splitlines()
+    assert len(lines) == 3, "a run that did not hold out the originals has no row"
+    assert lines[2] == ("| mobilenet_025 | stretch | 1 | 0.950 | 0.930 | 0.910 [0.870, 0.940] | 0.950 | "
+                        "0.200: 0.900 / 0.970 / 0.740 | 0.500: 0.920 / 0.970 / 0.840 |")  # fmt: skip
