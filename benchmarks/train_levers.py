@@ -462,8 +462,11 @@ def without_patients(patients: set[str]):
 
 def score_originals(run, originals: pd.DataFrame, source: Path, n_boot: int) -> dict:
     """The run on the held-out originals (their squashed copies in ``source``): AUC plain and overlap-weighted
-    (95% bootstrap interval), the threshold of the weighted Youden's J, and the test split at that threshold.
-    Writes each image's p(pneumonia) to ``originals.csv`` in the run folder."""
+    (95% bootstrap interval, the weights kept fixed), the threshold of the weighted Youden's J, the test split at
+    that threshold, and within each class the rank correlation of p(pneumonia) with each cue (a model that reads
+    the squash scores a wider original higher whatever its class). Writes each image's p(pneumonia) to
+    ``originals.csv`` in the run folder."""
+    from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score, roc_curve
 
     from utils.data import load_images
@@ -484,7 +487,10 @@ def score_originals(run, originals: pd.DataFrame, source: Path, n_boot: int) -> 
     test = scores_with_ci(*run.arrays("test"), threshold, n_boot=n_boot)
     return {"images": len(y), "effective_images": [round(float(w[y == k].sum() ** 2 / (w[y == k] ** 2).sum()), 1) for k in (0, 1)],
             "AUC": round(float(roc_auc_score(y, p)), 4), "weighted_AUC": [round(float(v), 4) for v in weighted],
-            "threshold": round(threshold, 4), "test_at_threshold": {name: list(v) for name, v in test.items()}}  # fmt: skip
+            "threshold": round(threshold, 4), "test_at_threshold": {name: list(v) for name, v in test.items()},
+            "spearman_p_with_cue": {name: {cue: round(float(spearmanr(p[y == k], originals[cue][y == k]).statistic), 3)
+                                           for cue in ("aspect", "megapixels")}
+                                    for k, name in ((0, "NORMAL"), (1, "PNEUMONIA"))}}  # fmt: skip
 
 
 # --- training and the table ---------------------------------------------------------------------------------------
@@ -596,15 +602,17 @@ def originals_table(rows: list[dict]) -> str:
     def at(scores: dict) -> str:
         return " / ".join(f"{scores[m][0]:.3f}" for m in ("accuracy", "sensitivity", "specificity"))
 
-    lines = ["| model | variant | seed | val AUC | originals AUC | weighted AUC [95% CI] | test AUC | val threshold: "
-             "test acc / sens / spec | originals threshold: test acc / sens / spec |", "|" + "---|" * 9]  # fmt: skip
+    lines = ["| model | variant | seed | val AUC | originals AUC | weighted AUC [95% CI] | ρ(p, aspect): NORMAL, "
+             "pneumonia | test AUC | val threshold: test acc / sens / spec | originals threshold: test acc / sens / "
+             "spec |", "|" + "---|" * 10]  # fmt: skip
     for row in rows:
         if "originals" not in row:
             continue
         o = row["originals"]
-        auc = o["weighted_AUC"]
+        auc, rho = o["weighted_AUC"], o["spearman_p_with_cue"]
         lines.append(f"| {row.get('model', MODEL)} | {row['variant']} | {row['seed']} | {row['val']['AUC'][0]:.3f} | "
-                     f"{o['AUC']:.3f} | {auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}] | {row['test']['AUC'][0]:.3f} | "
+                     f"{o['AUC']:.3f} | {auc[0]:.3f} [{auc[1]:.3f}, {auc[2]:.3f}] | {rho['NORMAL']['aspect']:.2f}, "
+                     f"{rho['PNEUMONIA']['aspect']:.2f} | {row['test']['AUC'][0]:.3f} | "
                      f"{row['threshold']:.3f}: {at(row['test'])} | {o['threshold']:.3f}: {at(o['test_at_threshold'])} |")  # fmt: skip
     return "\n".join(lines)
 

@@ -366,6 +366,7 @@ def test_without_patients_drops_their_train_and_validation_images_and_duplicates
 def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_threshold(tmp_path):
     import keras
     from PIL import Image
+    from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score, roc_curve
 
     table = originals_like(40, seed=1)
@@ -399,16 +400,19 @@ def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_thres
     assert out["threshold"] == round(float(cuts[np.argmax(tpr - fpr)]), 4)
     expected = (np.array([0.1, 0.6, 0.7, 0.2]) >= out["threshold"]).astype(int) == np.array([0, 0, 1, 1])
     assert out["test_at_threshold"]["accuracy"][0] == expected.mean()
+    assert out["spearman_p_with_cue"]["NORMAL"]["aspect"] == round(spearmanr(p[y == 0], table["aspect"][y == 0]).statistic, 3)
 
 
 def test_the_originals_table_shows_validation_originals_and_test_at_both_thresholds():
     two = {"accuracy": [0.9, 0.8, 1.0], "AUC": [0.95, 0.9, 0.99], "sensitivity": [0.97, 0.9, 1.0], "specificity": [0.74, 0.6, 0.85]}
     at_originals = two | {"accuracy": [0.92, 0.8, 1.0], "specificity": [0.84, 0.7, 0.9]}
-    originals = {"AUC": 0.93, "weighted_AUC": [0.91, 0.87, 0.94], "threshold": 0.5, "test_at_threshold": at_originals}
+    rho = {"NORMAL": {"aspect": 0.34, "megapixels": -0.3}, "PNEUMONIA": {"aspect": 0.41, "megapixels": -0.5}}
+    originals = {"AUC": 0.93, "weighted_AUC": [0.91, 0.87, 0.94], "threshold": 0.5, "test_at_threshold": at_originals,
+                 "spearman_p_with_cue": rho}  # fmt: skip
     rows = [{"model": "mobilenet_025", "variant": "stretch", "seed": 1, "threshold": 0.2, "val": two, "test": two,
              "originals": originals},
             {"model": "mobilenet_025", "variant": "baseline", "seed": 1, "threshold": 0.2, "val": two, "test": two}]  # fmt: skip
     lines = train_levers.originals_table(rows).splitlines()
     assert len(lines) == 3, "a run that did not hold out the originals has no row"
-    assert lines[2] == ("| mobilenet_025 | stretch | 1 | 0.950 | 0.930 | 0.910 [0.870, 0.940] | 0.950 | "
+    assert lines[2] == ("| mobilenet_025 | stretch | 1 | 0.950 | 0.930 | 0.910 [0.870, 0.940] | 0.34, 0.41 | 0.950 | "
                         "0.200: 0.900 / 0.970 / 0.740 | 0.500: 0.920 / 0.970 / 0.840 |")  # fmt: skip
