@@ -5,7 +5,7 @@ Usage (from the repository root)::
 
     nice -n 5 python benchmarks/train_levers.py [--variants baseline strong-intensity equalize label-smoothing]
         [--seed N] [--model mobilenet_025|cnn] [--profile full] [--image-size 224] [--epochs 5 10]
-        [--weights FILE] [--source DIR] [--output DIR] [--n-boot N] [--hold-out-originals]
+        [--weights FILE] [--source DIR] [--output DIR] [--n-boot N] [--hold-out-originals] [--teacher RUN]
 
 Trains ``mobilenet_025`` (or, with ``--model cnn``, the custom CNN with the ``laptop`` profile's recipe: 2,000
 training images at 128 px, its folders ending in ``-cnn``) once per variant with the same settings as
@@ -58,6 +58,12 @@ detail for the network, no new information):
   the averaged weights in the model for validation, early stopping and the saved model (:func:`weight_averaging`).
   Averaged weights sit in flatter regions of the loss, which generalise better to shifted domains (SWA, Izmailov
   et al. 2018; SWAD, Cha et al. 2021); the course's validation curves jump from epoch to epoch;
+* ``distill`` (needs ``--teacher RUN``, a finished run of the same classes, e.g. MobileNet 0.25's): knowledge
+  distillation (Hinton et al. 2015). Every training batch, after the course augmentation, goes through the
+  teacher's model too (resized to its input size), and the target becomes half the one-hot label and half the
+  teacher's probabilities softened by a temperature of 2 (:func:`soft_targets`). For the custom CNN: a
+  student trained from scratch on 2,000 images that learns, besides the labels, how an ImageNet-pretrained
+  model ranks them;
 * ``top-finetune``, ``deep-finetune``, ``full-finetune``: phase 2 trains MobileNet 0.25 from ``conv_dw_12`` (its
   last two blocks), ``conv_dw_6`` (its second half) or ``conv1`` (every layer), BatchNorm always frozen. The
   course fine-tuned from ``conv_dw_12`` until 2026-12-02 (the ``baseline`` runs of that day before 05:00) and
@@ -105,11 +111,13 @@ import real_data  # noqa: E402  (benchmarks/real_data.py: settings and scoring a
 
 OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
 VARIANTS = ("baseline", "strong-intensity", "strong-geometric", "stretch", "equalize", "crop", "label-smoothing",
-            "mixup", "weight-average", "top-finetune", "deep-finetune", "full-finetune")  # fmt: skip
+            "mixup", "weight-average", "distill", "top-finetune", "deep-finetune", "full-finetune")  # fmt: skip
 LABEL_SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
 STRETCH = 0.25  # "stretch": height and width each zoomed in by up to 1 / (1 - 0.25) = 1.33x, independently
 CROP_KEEP = 0.8  # "crop": the central 80% of each side (a tenth of the image cut away on every edge)
+DISTILL_WEIGHT = 0.5  # "distill": the training target is half the one-hot label, half the teacher's soft one
+DISTILL_TEMPERATURE = 2.0  # the teacher's probabilities softened as softmax(log p / T)
 EMA_MOMENTUM = 0.995  # "weight-average": w_avg <- 0.995 w_avg + 0.005 w after every step (about 200 steps)
 # Where phase 2 starts: the last two blocks (the course until 2026-12-02), MobileNet's second half (from its
 # 14 x 14 stage at 224 px), or every layer (the course's MOBILENET_025 since then: the same as "baseline").
@@ -352,6 +360,43 @@ def mixed_batches():
         data.make_dataset = make_dataset
 
 
+def soft_targets(labels, teacher_probs, weight: float = DISTILL_WEIGHT, temperature: float = DISTILL_TEMPERATURE):
+    """Distillation targets (Hinton et al. 2015): ``(1 - weight) * labels + weight * softmax(log p / T)``, the
+    teacher's probabilities ``p`` softened by the temperature ``T`` so that its second choices carry weight."""
+    import tensorflow as tf
+
+    soft = tf.nn.softmax(tf.math.log(tf.maximum(teacher_probs, 1e-7)) / temperature, axis=-1)
+    return (1 - weight) * labels + weight * soft
+
+
+@contextlib.contextmanager
+def distilled_batches(teacher_run: Path):
+    """``utils.data.make_dataset`` replaces the labels of its training batches by :func:`soft_targets` of the
+    teacher run's model, which sees each augmented image as the student does (resized to its own input size)."""
+    import tensorflow as tf
+
+    from utils import data
+    from utils.course.runs import load_run
+
+    teacher_run = load_run(teacher_run)
+    teacher, size = teacher_run.load_model(), int(teacher_run.config["image_size"])
+    make_dataset = data.make_dataset
+
+    def make_distilled(manifest, split, class_names, *args, **kwargs):
+        if list(class_names) != teacher_run.class_names:
+            raise ValueError(f"the teacher's classes {teacher_run.class_names} are not the student's {class_names}")
+        ds = make_dataset(manifest, split, class_names, *args, **kwargs)
+        if not kwargs.get("training"):
+            return ds
+        return ds.map(lambda x, y: (x, soft_targets(y, teacher(tf.image.resize(x, (size, size)), training=False))))
+
+    data.make_dataset = make_distilled
+    try:
+        yield
+    finally:
+        data.make_dataset = make_dataset
+
+
 @contextlib.contextmanager
 def deeper_finetuning(first_layer: str):
     """Fine-tuning (phase 2) trains MobileNet 0.25 from ``first_layer`` on, whatever the course's choice."""
@@ -366,8 +411,9 @@ def deeper_finetuning(first_layer: str):
 
 
 @contextlib.contextmanager
-def augmentation(variant: str):
-    """``utils.data.build_augmentation`` replaced for ``variant`` while the block runs (restored after)."""
+def augmentation(variant: str, teacher: Path | None = None):
+    """``utils.data.build_augmentation`` replaced for ``variant`` while the block runs (restored after);
+    ``teacher``: the run folder that ``distill`` learns from."""
     global ORIGINAL_BUILD, ORIGINAL_LOAD
     from utils import data
 
@@ -386,6 +432,10 @@ def augmentation(variant: str):
         return
     if variant == "weight-average":
         with weight_averaging():
+            yield ORIGINAL_BUILD
+        return
+    if variant == "distill":
+        with distilled_batches(teacher):
             yield ORIGINAL_BUILD
         return
     if variant in FINETUNE_FROM:
@@ -499,7 +549,7 @@ def score_originals(run, originals: pd.DataFrame, source: Path, n_boot: int) -> 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, help="default: all (for the CNN: all but "
-                        "the fine-tuning depths)")  # fmt: skip
+                        "the fine-tuning depths; distill only with --teacher)")  # fmt: skip
     parser.add_argument("--model", choices=[MODEL, "cnn"], default=MODEL,
                         help="MobileNet 0.25 (default) or the custom CNN with its laptop recipe")  # fmt: skip
     parser.add_argument("--profile", help="default: full for MobileNet 0.25, laptop for the CNN")
@@ -516,8 +566,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hold-out-originals", action="store_true", help="leave out the patients of "
                         "real_cxr_sample's training originals and score the run on them, weighted so that their "
                         "original aspect ratio and size carry no class (two classes only)")  # fmt: skip
+    parser.add_argument("--teacher", type=Path, help="the run folder of a trained model (e.g. MobileNet 0.25's) "
+                        "that 'distill' learns from")  # fmt: skip
     args = parser.parse_args(argv)
-    args.variants = args.variants or [v for v in VARIANTS if args.model == MODEL or v not in FINETUNE_FROM]
+    args.variants = args.variants or [v for v in VARIANTS if (args.model == MODEL or v not in FINETUNE_FROM)
+                                      and (v != "distill" or args.teacher is not None)]  # fmt: skip
+    if "distill" in args.variants and args.teacher is None:
+        parser.error("distill learns from a trained run: pass --teacher RUN_FOLDER")
+    if args.teacher is not None and "distill" not in args.variants:
+        parser.error("--teacher is for the distill variant")
     if args.hold_out_originals and args.dataset != "pneumonia":
         parser.error("--hold-out-originals scores NORMAL against pneumonia: use it with --dataset pneumonia")
     if args.model == "cnn" and set(args.variants) & set(FINETUNE_FROM):
@@ -553,7 +610,7 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     started = time.perf_counter()
     originals = load_originals() if args.hold_out_originals else None
     held_out = without_patients(set(originals["patient"])) if originals is not None else contextlib.nullcontext()
-    with augmentation(variant) as build, held_out:
+    with augmentation(variant, args.teacher) as build, held_out:
         print(f"augmentation: {[layer.name for layer in build(settings.seed).layers]}", flush=True)
         run = train_model(settings, args.model)
     row = real_data.score_run(run, args.model, args.n_boot)

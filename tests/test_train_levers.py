@@ -218,6 +218,52 @@ def test_mixup_changes_only_the_training_batches_inside_its_block(tmp_path):
     assert set(np.unique(first_labels(training=True))) <= {0.0, 1.0}, "outside the block, nothing is mixed"
 
 
+def test_soft_targets_blend_the_label_with_the_softened_teacher():
+    labels = tf.one_hot([0, 1], 2)
+    teacher = tf.constant([[0.8, 0.2], [0.8, 0.2]])
+    got = train_levers.soft_targets(labels, teacher, weight=0.5, temperature=2.0).numpy()
+    soft = np.sqrt([0.8, 0.2]) / np.sqrt([0.8, 0.2]).sum()  # softmax(log p / 2) = sqrt(p), normalised: 2/3, 1/3
+    np.testing.assert_allclose(got, [0.5 * np.array([1, 0]) + 0.5 * soft, 0.5 * np.array([0, 1]) + 0.5 * soft], atol=1e-6)
+    np.testing.assert_allclose(train_levers.soft_targets(labels, teacher, temperature=1.0, weight=1.0).numpy(),
+                               teacher.numpy(), atol=1e-6)  # fmt: skip
+
+
+def test_distill_gives_the_training_batches_the_teachers_targets_only_inside_its_block(tmp_path, monkeypatch):
+    """The teacher (here: p = (0.8, 0.2) for every image, 48 px input) sees each training image resized to its own
+    input size; validation keeps the one-hot labels; a teacher of other classes is refused."""
+    import keras
+
+    from utils.course import runs
+
+    teacher = keras.Sequential([keras.Input((48, 48, 3)), keras.layers.GlobalAveragePooling2D(),
+                                keras.layers.Dense(2, activation="softmax", kernel_initializer="zeros",
+                                                   bias_initializer=keras.initializers.Constant(np.log([0.8, 0.2])))])  # fmt: skip
+
+    class FakeRun:
+        class_names, config = ["NORMAL", "PNEUMONIA"], {"image_size": 48}
+
+        def load_model(self):
+            return teacher
+
+    monkeypatch.setattr(runs, "load_run", lambda path: FakeRun())
+    paths = [write_image(tmp_path / f"{i}.png", seed=i) for i in range(4)]
+    manifest = pd.DataFrame({"path": [str(p) for p in paths], "label": ["NORMAL", "PNEUMONIA"] * 2,
+                             "split": ["train"] * 2 + ["val"] * 2})  # fmt: skip
+
+    def labels(split, classes=("NORMAL", "PNEUMONIA"), **kwargs):
+        return next(iter(data.make_dataset(manifest, split, list(classes), 32, 4, **kwargs)))[1].numpy()
+
+    with train_levers.augmentation("distill", tmp_path / "teacher"):
+        trained, validated = labels("train", training=True), labels("val")
+        with pytest.raises(ValueError, match="not the student's"):
+            labels("train", ("NORMAL", "VIRUS"), training=True)
+    soft = np.sqrt([0.8, 0.2]) / np.sqrt([0.8, 0.2]).sum()
+    want = {0: 0.5 * np.array([1.0, 0.0]) + 0.5 * soft, 1: 0.5 * np.array([0.0, 1.0]) + 0.5 * soft}
+    np.testing.assert_allclose(trained[np.argsort(trained[:, 1])], [want[0], want[1]], atol=1e-5)  # shuffled
+    np.testing.assert_array_equal(validated, [[1, 0], [0, 1]])
+    np.testing.assert_array_equal(np.sort(labels("train", training=True), axis=0), [[0, 0], [1, 1]])  # outside: one-hot
+
+
 def test_the_table_shows_a_three_class_run_by_its_argmax_and_macro_f1():
     args = train_levers.parse_args(["--dataset", "pneumonia3", "--seed", "2"])
     assert args.dataset == "pneumonia3" and args.seed == 2
@@ -304,9 +350,14 @@ def test_the_cnn_takes_its_laptop_recipe_and_refuses_mobilenet_only_variants(cap
     assert (mobilenet.model, mobilenet.profile, mobilenet.image_size, mobilenet.epochs) == ("mobilenet_025", "full", 224, [5, 10])
     assert (cnn.model, cnn.profile, cnn.image_size, cnn.epochs) == ("cnn", "laptop", None, None)  # the profile's recipe
     assert train_levers.parse_args(["--model", "cnn", "--epochs", "12"]).epochs == [12]
-    assert train_levers.parse_args(["--model", "cnn"]).variants == [v for v in train_levers.VARIANTS if "finetune" not in v]
-    assert mobilenet.variants == list(train_levers.VARIANTS)
-    for wrong, message in ((["--model", "cnn", "--variants", "deep-finetune"], "not for --model cnn"),
+    assert train_levers.parse_args(["--model", "cnn"]).variants == [v for v in train_levers.VARIANTS
+                                                                    if "finetune" not in v and v != "distill"]
+    assert mobilenet.variants == [v for v in train_levers.VARIANTS if v != "distill"]  # it needs a teacher
+    taught = train_levers.parse_args(["--model", "cnn", "--teacher", "runs/x"])
+    assert "distill" in taught.variants and str(taught.teacher) == "runs/x"
+    for wrong, message in ((["--variants", "distill"], "pass --teacher RUN_FOLDER"),
+                           (["--variants", "stretch", "--teacher", "runs/x"], "for the distill variant"),
+                           (["--model", "cnn", "--variants", "deep-finetune"], "not for --model cnn"),
                            (["--model", "cnn", "--epochs", "5", "10"], "one number for the CNN"),
                            (["--epochs", "5"], "HEAD FINETUNE for MobileNet 0.25"),
                            (["--hold-out-originals", "--dataset", "pneumonia3"], "use it with --dataset pneumonia")):  # fmt: skip
