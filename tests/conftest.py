@@ -19,6 +19,15 @@ KAGGLE_VARIABLES = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE
 SMALL_COUNTS = {"train": {"NORMAL": 14, "BACTERIA": 10, "VIRUS": 10}, "test": {"NORMAL": 6, "BACTERIA": 3, "VIRUS": 3}}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The warnings the course silences for students (``utils.course.runtime.HARMLESS_WARNINGS``) are silenced in
+    the tests too, so that the summary shows only warnings worth reading."""
+    from utils.course.runtime import HARMLESS_WARNINGS
+
+    for message in HARMLESS_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}")
+
+
 def write_image(path: Path, size: tuple[int, int] = (40, 32), mode: str = "L", seed: int = 0) -> Path:
     """A small random image at ``path`` (format from the suffix); returns the path."""
     rng = np.random.default_rng(seed)
