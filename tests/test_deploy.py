@@ -48,7 +48,7 @@ def build(name: str, size: int = 32, seed: int = 0) -> keras.Model:
         for layer in norms:
             layer.momentum = 0.99
     head = model.get_layer("head_output")
-    pooled = keras.ops.convert_to_numpy(keras.Model(model.inputs, head.input)(raw_images(size)))
+    pooled = keras.ops.convert_to_numpy(keras.Model(model.input, head.input)(raw_images(size)))
     kernel = keras.ops.convert_to_numpy(head.kernel)
     head.kernel.assign(kernel * 2 / (pooled @ kernel).std())
     return model

@@ -82,7 +82,7 @@ def test_gradcam_of_a_cnn_equals_the_recipe_written_out():
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     classes = np.array([0, 1])
     maps = gradcam_heatmap(cnn, images, classes, "block2_relu2")
-    inner = keras.Model(cnn.inputs, [cnn.get_layer("block2_relu2").output, cnn.get_layer("head_pool").output])
+    inner = keras.Model(cnn.input, [cnn.get_layer("block2_relu2").output, cnn.get_layer("head_pool").output])
     kernel, bias = (np.asarray(w) for w in cnn.get_layer("head_output").get_weights())
     with tf.GradientTape() as tape:
         features, pooled = inner(images, training=False)

@@ -27,7 +27,7 @@ def weight_feature_maps(features: tf.Tensor, grads: tf.Tensor) -> tf.Tensor:
 def gradcam_heatmap(model: keras.Model, images: np.ndarray, class_index: np.ndarray, layer_name: str) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in [0, 1] of the classes ``class_index`` (one per image) for raw 0-255 images."""
     head = model.get_layer("head_output")
-    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, head.input])
+    grad_model = keras.Model(model.input, [model.get_layer(layer_name).output, head.input])
     images = tf.convert_to_tensor(images, tf.float32)
     with tf.GradientTape() as tape:
         features, pooled = grad_model(images, training=False)
