@@ -674,6 +674,21 @@ def originals_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def teacher_problem(folder: Path, dataset: str) -> str | None:
+    """What makes ``folder`` unfit to teach ``distill`` on ``dataset`` (not a finished run of it), or ``None``."""
+    from utils.course.runs import RunError, load_run
+
+    try:
+        run = load_run(folder)
+    except RunError as err:
+        return str(err)
+    if run.config.get("status") != "complete" or not (run.path / "model.keras").is_file():
+        return f"the teacher {run.path} is not a finished run (status {run.config.get('status')}): train it first."
+    if run.config.get("dataset") != dataset:
+        return f"the teacher {run.path} learned {run.config.get('dataset')}, not {dataset}: pass a run of {dataset}."
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (args.source / "train").is_dir():
@@ -686,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.hold_out_originals and not ORIGINALS.is_file():
         print(f"error: --hold-out-originals needs {ORIGINALS} (../shared/data/real_cxr_sample).", file=sys.stderr)
+        return 2
+    if args.teacher is not None and (problem := teacher_problem(args.teacher, args.dataset)):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from utils.course.runtime import quiet_libraries
 

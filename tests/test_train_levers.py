@@ -467,3 +467,20 @@ def test_the_originals_table_shows_validation_originals_and_test_at_both_thresho
     assert len(lines) == 3, "a run that did not hold out the originals has no row"
     assert lines[2] == ("| mobilenet_025 | stretch | 1 | 0.950 | 0.930 | 0.910 [0.870, 0.940] | 0.34, 0.41 | 0.950 | "
                         "0.200: 0.900 / 0.970 / 0.740 | 0.500: 0.920 / 0.970 / 0.840 |")  # fmt: skip
+
+
+def test_distill_refuses_a_teacher_that_is_not_a_finished_run_of_the_dataset(tmp_path, capsys):
+    (tmp_path / "source" / "train").mkdir(parents=True)
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    argv = ["--model", "cnn", "--variants", "distill", "--teacher", str(teacher), "--source", str(tmp_path / "source")]
+    for config, message in ((None, "is not a run folder"),
+                            ({"status": "running", "dataset": "pneumonia"}, "is not a finished run (status running)"),
+                            ({"status": "complete", "dataset": "pneumonia3"}, "learned pneumonia3, not pneumonia")):  # fmt: skip
+        if config:
+            (teacher / "config.json").write_text(json.dumps(config))
+            (teacher / "model.keras").write_bytes(b"")
+        assert train_levers.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert train_levers.teacher_problem(teacher, "pneumonia3") is None
