@@ -41,9 +41,9 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
    about 26/48/26%), also after BCTS; with several three-class runs (seeds of one recipe), also their ensemble
    (mean probability).
 
-A diagnostic besides the levers, the **aspect-ratio probe** (:func:`aspect_probe`): every two-class run predicts
-its validation and test images zoomed in by 1.2 across ("wider"), down ("taller") or both (the same framing
-change without another aspect ratio), and the mean p(class 1) and
+A diagnostic besides the levers, the **aspect-ratio probe** (:func:`aspect_probe`, notebook 10's stress test):
+every two-class run predicts its validation and test images zoomed in by 1.2 across ("wider"), down ("taller") or
+both (the same framing change without another aspect ratio; ``utils.gradcam.zoom_axes``), and the mean p(class 1) and
 the share above the validation threshold are printed per true class. The shared images were squashed to a square
 from aspect ratios that differ by class in the training split (NORMAL about 1.2 wide per 1 high, pneumonia 1.5),
 so a model that reads the squash moves NORMAL images toward PNEUMONIA when they are made "taller".
@@ -208,13 +208,12 @@ def calibrated_em(data: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[dict[
 # --- test-time augmentation ----------------------------------------------------------------------------------------
 
 
-def view_transform(zoom: float | tuple[float, float], shift_x: float, shift_y: float, size: int) -> np.ndarray:
+def view_transform(zoom: float, shift_x: float, shift_y: float, size: int) -> np.ndarray:
     """The 8 numbers of a projective transform (output pixel -> input pixel, as ``keras.ops.image.affine_transform``
-    takes them) that zooms about the centre by ``zoom`` (or ``(across, down)``: another aspect ratio) and moves the
-    content by the shifts (fractions of ``size``)."""
+    takes them) that zooms about the centre by ``zoom`` and moves the content by the shifts (fractions of ``size``)."""
     centre = (size - 1) / 2
-    a, b = (1 / zoom[0], 1 / zoom[1]) if isinstance(zoom, tuple) else (1 / zoom, 1 / zoom)
-    return np.array([a, 0, centre * (1 - a) - shift_x * size, 0, b, centre * (1 - b) - shift_y * size, 0, 0], np.float32)
+    a = 1 / zoom
+    return np.array([a, 0, centre * (1 - a) - shift_x * size, 0, a, centre * (1 - a) - shift_y * size, 0, 0], np.float32)
 
 
 def tta_probs(
@@ -247,21 +246,29 @@ def tta_probs(
 # --- the aspect-ratio probe ---------------------------------------------------------------------------------------
 
 
-# views for tta_probs, zoom (across, down); "both" keeps the aspect ratio and cuts every side: framing alone
-ASPECTS = {"as is": (1.0, 0.0, 0.0), "wider x1.2": ((1.2, 1.0), 0.0, 0.0), "taller x1.2": ((1.0, 1.2), 0.0, 0.0),
-           "both x1.2": (1.2, 0.0, 0.0)}  # fmt: skip
+# zoom_axes (notebook 10) factors (across, down); "both" keeps the aspect ratio and cuts every side: framing alone
+ASPECTS = {"as is": (1.0, 1.0), "wider x1.2": (1.2, 1.0), "taller x1.2": (1.0, 1.2), "both x1.2": (1.2, 1.2)}
 
 
-def aspect_probe(model, data: dict, image_size: int, threshold: float) -> dict:
-    """A diagnostic, not a lever: each split's images zoomed in by 1.2 across, down or both (the sides that leave
-    the frame are cut, no empty border; "both" changes the framing but not the aspect ratio), and per true class the mean p(class 1) and the share at or above ``threshold``. The shared images were
-    squashed to a square from aspect ratios that depend on the class in the training split, so a model that reads
-    the squash calls a chest made narrower ("taller") pneumonia. ``data``: ``{split: (paths, y, probs)}``."""
+def aspect_probe(model, data: dict, image_size: int, threshold: float, batch_size: int = 64) -> dict:
+    """A diagnostic, not a lever: notebook 10's stress test on each split. The images zoomed in by 1.2 across,
+    down or both (``utils.gradcam.zoom_axes``: the centre cut and resized, no empty border; "both" changes the
+    framing but not the aspect ratio), and per true class the mean p(class 1) and the share at or above
+    ``threshold``. The shared images were squashed to a square from aspect ratios that depend on the class in the
+    training split, so a model that reads the squash calls a chest made narrower ("taller") pneumonia.
+    ``data``: ``{split: (paths, y, probs)}``."""
+    from utils.data import load_images
+    from utils.gradcam import zoom_axes
+
     out: dict = {}
     for split, (paths, y, _) in data.items():
-        views = tta_probs(model, paths, image_size, ASPECTS)
-        out[split] = {name: {str(k): [round(float(p[y == k, 1].mean()), 4), round(float(np.mean(p[y == k, 1] >= threshold)), 4)]
-                             for k in np.unique(y)} for name, p in views.items()}  # fmt: skip
+        views: dict[str, list[np.ndarray]] = {name: [] for name in ASPECTS}
+        for start in range(0, len(paths), batch_size):
+            images = load_images(paths[start : start + batch_size], image_size)
+            for name, (across, down) in ASPECTS.items():
+                views[name].append(model.predict(zoom_axes(images, across, down), verbose=0)[:, 1])
+        out[split] = {name: {str(k): [round(float(p[y == k].mean()), 4), round(float(np.mean(p[y == k] >= threshold)), 4)]
+                             for k in np.unique(y)} for name, p in ((n, np.concatenate(v)) for n, v in views.items())}  # fmt: skip
     return out
 
 

@@ -125,9 +125,34 @@ def test_views_are_small_and_keep_the_centre():
         assert 0.9 <= zoom <= 1.1 and abs(dx) <= 0.05 and abs(dy) <= 0.05  # within training's augmentation
         assert t[1] == t[3] == 0  # no rotation, no shear, no flip (a negative scale)
         assert t[0] > 0 and t[4] > 0
-    wider = view_transform((1.2, 1.0), 0.0, 0.0, size)  # the aspect probe: across only
-    assert wider[0] == pytest.approx(1 / 1.2) and wider[4] == 1
-    np.testing.assert_allclose((np.array([wider[:3], wider[3:6], [0, 0, 1]]) @ centre)[:2], centre[:2], atol=1e-4)
+
+
+def test_the_aspect_probe_predicts_notebook_10s_zoomed_views_per_class(tmp_path):
+    """A stand-in model whose p(class 1) is the share of bright pixels: a bright centre square grows when zoomed
+    in, by 1.2 along one axis and 1.44 along both; each class's mean p and share above the threshold come back."""
+    from PIL import Image
+
+    from benchmarks.levers import ASPECTS, aspect_probe
+
+    class BrightShare:
+        def predict(self, images, verbose=0):
+            q = (images[..., 0] > 127).mean(axis=(1, 2))
+            return np.stack([1 - q, q], axis=1)
+
+    paths = []
+    for i, side in enumerate((20, 20, 40)):  # two small squares (class 0), one large (class 1)
+        picture = np.zeros((64, 64), np.uint8)
+        picture[32 - side // 2 : 32 + side // 2, 32 - side // 2 : 32 + side // 2] = 255
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(picture).save(paths[-1])
+    y = np.array([0, 0, 1])
+    out = aspect_probe(BrightShare(), {"val": (paths, y, None)}, 64, threshold=0.2)["val"]
+    assert list(out) == list(ASPECTS)
+    small, large = (20 / 64) ** 2, (40 / 64) ** 2
+    assert out["as is"]["0"] == [pytest.approx(small, abs=0.01), 0.0] and out["as is"]["1"] == [pytest.approx(large, abs=0.01), 1.0]
+    for view, growth in (("wider x1.2", 1.2), ("taller x1.2", 1.2), ("both x1.2", 1.44)):
+        assert out[view]["0"][0] == pytest.approx(small * growth, abs=0.02), view
+    assert out["both x1.2"]["0"][1] == 0.0  # 0.14 < 0.2: still below the threshold
 
 
 def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
