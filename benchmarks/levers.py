@@ -216,21 +216,18 @@ def view_transform(zoom: float, shift_x: float, shift_y: float, size: int) -> np
     return np.array([a, 0, centre * (1 - a) - shift_x * size, 0, a, centre * (1 - a) - shift_y * size, 0, 0], np.float32)
 
 
-def tta_probs(
-    model, paths: list[str], image_size: int, views: dict | None = None, batch_size: int = 32
-) -> dict[str, np.ndarray]:
-    """``{view: (N, C) probabilities}`` of every view of ``views`` (``{name: (zoom, shift x, shift y)}``, default
-    :data:`VIEWS`; see :func:`view_transform`); images decoded like in training."""
+def tta_probs(model, paths: list[str], image_size: int, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """``{view: (N, C) probabilities}`` of every view of :data:`VIEWS` (``{name: (zoom, shift x, shift y)}``; see
+    :func:`view_transform`); images decoded like in training."""
     import keras
 
     from utils.data import load_images
 
-    views = views or VIEWS
-    out: dict[str, list[np.ndarray]] = {name: [] for name in views}
+    out: dict[str, list[np.ndarray]] = {name: [] for name in VIEWS}
     for start in range(0, len(paths), batch_size):
         images = load_images(paths[start : start + batch_size], image_size)
         batch = []
-        for zoom, dx, dy in views.values():
+        for zoom, dx, dy in VIEWS.values():
             if (zoom, dx, dy) == (1.0, 0.0, 0.0):
                 batch.append(images)
             else:
@@ -238,7 +235,7 @@ def tta_probs(
                 batch.append(keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
                     images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0)))  # fmt: skip
         probs = keras.ops.convert_to_numpy(model(np.concatenate(batch), training=False))
-        for name, part in zip(views, np.split(probs, len(views)), strict=True):
+        for name, part in zip(VIEWS, np.split(probs, len(VIEWS)), strict=True):
             out[name].append(part)
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
