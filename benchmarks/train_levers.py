@@ -255,7 +255,7 @@ def build_strong_geometric(seed: int | None = None):
 
 
 ORIGINAL_BUILD = None  # utils.data.build_augmentation as imported, set by augmentation()
-ORIGINAL_LOAD = None  # utils.data.load_image as imported, set by augmentation()
+ORIGINAL_LOAD = None  # the utils.data.load_image that equalize and crop wrap, set by images_loaded_as()
 
 
 def equalize_histogram(image):
@@ -282,6 +282,28 @@ def load_cropped(path, image_size):
     large = round(image_size / CROP_KEEP)
     offset = (large - image_size) // 2
     return ORIGINAL_LOAD(path, large)[offset : offset + image_size, offset : offset + image_size, :]
+
+
+LOADERS = {"equalize": load_equalized, "crop": load_cropped}  # the variants that load every image another way
+
+
+@contextlib.contextmanager
+def images_loaded_as(variant: str | None):
+    """``utils.data.load_image`` as ``variant`` trained with it while the block runs (restored after): equalised or
+    cropped images for those variants (:data:`LOADERS`), unchanged for the others and for None. For training here,
+    and for ``levers.py``, which predicts a run's images again (a run's ``benchmark_variant`` says which)."""
+    global ORIGINAL_LOAD
+    from utils import data
+
+    if variant not in LOADERS:
+        yield
+        return
+    previous = ORIGINAL_LOAD = data.load_image  # what the variant's loader wraps
+    data.load_image = LOADERS[variant]
+    try:
+        yield
+    finally:
+        data.load_image = previous
 
 
 @contextlib.contextmanager
@@ -414,11 +436,10 @@ def deeper_finetuning(first_layer: str):
 def augmentation(variant: str, teacher: Path | None = None):
     """``utils.data.build_augmentation`` replaced for ``variant`` while the block runs (restored after);
     ``teacher``: the run folder that ``distill`` learns from."""
-    global ORIGINAL_BUILD, ORIGINAL_LOAD
+    global ORIGINAL_BUILD
     from utils import data
 
     ORIGINAL_BUILD = ORIGINAL_BUILD or data.build_augmentation
-    ORIGINAL_LOAD = ORIGINAL_LOAD or data.load_image
     if variant == "baseline":
         yield ORIGINAL_BUILD
         return
@@ -442,11 +463,11 @@ def augmentation(variant: str, teacher: Path | None = None):
         with deeper_finetuning(FINETUNE_FROM[variant]):
             yield ORIGINAL_BUILD
         return
-    if variant == "equalize":
-        data.load_image = load_equalized
-    elif variant == "crop":
-        data.load_image = load_cropped
-    elif variant == "strong-geometric":
+    if variant in LOADERS:
+        with images_loaded_as(variant):
+            yield ORIGINAL_BUILD
+        return
+    if variant == "strong-geometric":
         data.build_augmentation = build_strong_geometric
     elif variant == "stretch":
         data.build_augmentation = build_stretch
@@ -455,7 +476,7 @@ def augmentation(variant: str, teacher: Path | None = None):
     try:
         yield data.build_augmentation
     finally:
-        data.build_augmentation, data.load_image = ORIGINAL_BUILD, ORIGINAL_LOAD
+        data.build_augmentation = ORIGINAL_BUILD
 
 
 # --- a validation set on which the acquisition cues carry no class: the originals of real_cxr_sample -------------
@@ -593,6 +614,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_variant(args: argparse.Namespace, variant: str) -> dict:
     from utils.course.experiment import train_model
     from utils.course.manifest import prepare_dataset
+    from utils.course.runs import save_json
 
     size = "" if args.image_size in (None, 224) else f"-{args.image_size}px"
     model = "" if args.model == MODEL else f"-{args.model}"
@@ -613,6 +635,7 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
     with augmentation(variant, args.teacher) as build, held_out:
         print(f"augmentation: {[layer.name for layer in build(settings.seed).layers]}", flush=True)
         run = train_model(settings, args.model)
+    save_json(run.path / "config.json", run.config | {"benchmark_variant": variant})  # levers.py loads alike
     row = real_data.score_run(run, args.model, args.n_boot)
     row |= {
         "variant": variant,

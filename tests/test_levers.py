@@ -214,6 +214,33 @@ def test_levers_quick_scores_every_lever_on_two_fake_runs(tmp_path, capsys):
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("BCTS ")] == ["BCTS cnn", "BCTS mobilenet_025"]
 
 
+def test_a_runs_images_are_predicted_again_as_its_variant_loaded_them(tmp_path, capsys):
+    """TTA and the aspect probe predict a run's images again: equalised for a run of train_levers.py's equalize
+    variant (its ``benchmark_variant``), so that the identity view is its saved predictions. A run whose images
+    do not give its saved predictions that way keeps its baseline and EM rows, and the rest is skipped with a note."""
+    from benchmarks import levers, train_levers
+    from utils import data
+
+    original = data.load_image
+    with train_levers.images_loaded_as("equalize"):  # trained (here: predicted and saved) on equalised images
+        equalized = levers.make_quick_runs(tmp_path / "equalized")[0]
+    plain = levers.make_quick_runs(tmp_path / "plain")[0]
+    for run in (equalized, plain):  # the plain run mislabelled: its saved predictions come from plain images
+        save_json(run.path / "config.json", run.config | {"benchmark_variant": "equalize"})
+    args = ["--no-adabn", "--n-boot", "50", "--output", str(tmp_path)]
+    assert levers.main(["--runs", str(equalized.path), *args]) == 0
+    details = json.loads((tmp_path / "levers.json").read_text())["details"]["cnn"]
+    assert max(details["tta"]["identity_vs_saved_max_abs_diff"].values()) < 1e-4 and "aspect" in details
+    assert "skipped" not in capsys.readouterr().err and data.load_image is original
+    assert levers.main(["--runs", str(plain.path), *args]) == 0
+    result = json.loads((tmp_path / "levers.json").read_text())
+    assert [row["lever"].split(" (")[0] for row in result["rows"]] == ["baseline", *["EM prior shift"] * 3, "BCTS on val"]
+    details = result["details"]["cnn"]
+    assert "tta" not in details and "aspect" not in details
+    assert details["repredicted_levers_skipped"]["max_abs_diff_to_saved"] > 0.01
+    assert "TTA, the aspect probe and AdaBN are skipped" in capsys.readouterr().err and data.load_image is original
+
+
 def test_runs_of_one_model_are_named_by_their_seed():
     from types import SimpleNamespace
 
