@@ -48,10 +48,11 @@ the share above the validation threshold are printed per true class. The shared 
 from aspect ratios that differ by class in the training split (NORMAL about 1.2 wide per 1 high, pneumonia 1.5),
 so a model that reads the squash moves NORMAL images toward PNEUMONIA when they are made "taller".
 
-TTA, the probe and AdaBN predict the images again, loaded by ``utils.data.load_images``. A run trained on images
-loaded otherwise (``train_levers.py``'s ``equalize`` or ``crop``) would give silently wrong rows, so each run's first
-validation images are predicted once and compared with its saved predictions (:func:`reload_gap`): where they
-differ, those three are skipped for the run with a note on stderr.
+TTA, the probe and AdaBN predict the images again (``utils.data.load_images``), equalised or cropped for the runs
+of ``train_levers.py``'s ``equalize`` and ``crop`` variants (their ``config.json`` records ``benchmark_variant``).
+Each run's first validation images are predicted once and compared with its saved predictions first
+(:func:`reload_gap`): where they differ (images loaded otherwise in training), those three would be silently
+wrong and are skipped for the run, with a note on stderr.
 
 Nothing is chosen on the test split: every threshold comes from validation, and EM reads test predictions without
 their labels. Prints a Markdown table and the EM details; writes ``<output>/levers.json``. ``--quick``: two tiny
@@ -328,9 +329,9 @@ RELOAD_TOLERANCE = 1e-3  # float noise between the saved and a fresh prediction 
 
 
 def reload_gap(run, paths: list[str], saved: np.ndarray, n: int = 32) -> float:
-    """Max |p - saved p| over the first ``n`` of ``paths``, predicted from ``utils.data.load_images``. TTA, the
-    aspect probe and AdaBN predict the images again that way: for a run trained on images loaded otherwise (e.g.
-    ``train_levers.py``'s ``equalize`` or ``crop``) the gap is large and those rows would be silently wrong."""
+    """Max |p - saved p| over the first ``n`` of ``paths``, predicted from ``utils.data.load_images`` as TTA, the
+    aspect probe and AdaBN predict them: float noise for a run whose images load as in its training, large for one
+    trained on images loaded otherwise (then those rows would be silently wrong)."""
     from utils.data import load_images
 
     fresh = run.load_model().predict(load_images(paths[:n], int(run.config["image_size"])), verbose=0)
@@ -417,9 +418,9 @@ def repredicted_levers(run, name: str, data: dict, details: dict, args: argparse
     n_boot, threshold, rows = args.n_boot, run.threshold, []
     repredict = not (args.no_tta and args.no_aspect and args.no_adabn)
     if repredict and (gap := reload_gap(run, data["val"][0], data["val"][2])) > RELOAD_TOLERANCE:
-        print(f"note: {name}: the images as utils.data loads them do not give its saved predictions (max |p - saved "
-              f"p| {gap:.2f}: trained on images loaded otherwise, e.g. train_levers.py's equalize or crop?); TTA, the "
-              "aspect probe and AdaBN are skipped for it.", file=sys.stderr)  # fmt: skip
+        print(f"note: {name}: its images, loaded again, do not give its saved predictions (max |p - saved p| "
+              f"{gap:.2f}: loaded otherwise in training, by a train_levers.py run that did not record its variant?); "
+              "TTA, the aspect probe and AdaBN are skipped for it.", file=sys.stderr)  # fmt: skip
         details["repredicted_levers_skipped"] = {"max_abs_diff_to_saved": round(gap, 4), "split": "val"}
         repredict = False
     if repredict and not args.no_tta:
