@@ -76,7 +76,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_levers import images_loaded_as  # noqa: E402  (the equalised or cropped images of those variants)
+from loaders import images_loaded_as  # noqa: E402  (train_levers.py's equalised or cropped images)
 
 OUTPUT = ROOT / "outputs" / "benchmarks"
 SPLITS = ("val", "test")

@@ -42,9 +42,9 @@ detail for the network, no new information):
   often when they are zoomed in at all, and most when made narrower. (A first version zoomed the width alone, in
   and out by up to 30%: it removed the aspect-ratio cue but not the framing one.);
 * ``equalize``: every image (train, validation and test) histogram-equalised right after decoding
-  (:func:`equalize_histogram` replaces ``utils.data.load_image`` while the model trains and predicts), so that
+  (``loaders.equalize_histogram`` replaces ``utils.data.load_image`` while the model trains and predicts), so that
   exposure and contrast, which differ between the train and test collections, carry no information;
-* ``crop``: every image (train, validation and test) cut to its central 80% and stretched back (:func:`load_cropped`
+* ``crop``: every image (train, validation and test) cut to its central 80% and stretched back (``loaders.load_cropped``
   replaces ``utils.data.load_image``): the borders, where lead markers, text and the collimation edge sit, are
   gone, so the network cannot use them (shortcuts of that kind: Zech et al. 2018, DeGrave et al. 2021);
 * ``label-smoothing``: the course recipe with ``CategoricalCrossentropy(label_smoothing=0.1)`` in every
@@ -108,6 +108,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import real_data  # noqa: E402  (benchmarks/real_data.py: settings and scoring as there)
+from loaders import LOADERS, images_loaded_as  # noqa: E402  (the equalize and crop variants' images)
 
 OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
 VARIANTS = ("baseline", "strong-intensity", "strong-geometric", "stretch", "equalize", "crop", "label-smoothing",
@@ -115,7 +116,6 @@ VARIANTS = ("baseline", "strong-intensity", "strong-geometric", "stretch", "equa
 LABEL_SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
 STRETCH = 0.25  # "stretch": height and width each zoomed in by up to 1 / (1 - 0.25) = 1.33x, independently
-CROP_KEEP = 0.8  # "crop": the central 80% of each side (a tenth of the image cut away on every edge)
 DISTILL_WEIGHT = 0.5  # "distill": the training target is half the one-hot label, half the teacher's soft one
 DISTILL_TEMPERATURE = 2.0  # the teacher's probabilities softened as softmax(log p / T)
 EMA_MOMENTUM = 0.995  # "weight-average": w_avg <- 0.995 w_avg + 0.005 w after every step (about 200 steps)
@@ -255,57 +255,6 @@ def build_strong_geometric(seed: int | None = None):
 
 
 ORIGINAL_BUILD = None  # utils.data.build_augmentation as imported, set by augmentation()
-ORIGINAL_LOAD = None  # the utils.data.load_image that equalize and crop wrap, set by images_loaded_as()
-
-
-def equalize_histogram(image):
-    """Histogram equalisation of one grey ``uint8`` image ``(S, S, 1)``: each grey level becomes its rank (the
-    cumulative share of pixels at or below it) times 255, so every image uses the whole range evenly."""
-    import tensorflow as tf
-
-    values = tf.cast(tf.reshape(image, [-1]), tf.int32)
-    cdf = tf.cumsum(tf.math.bincount(values, minlength=256, maxlength=256))
-    cdf_min = tf.reduce_min(tf.boolean_mask(cdf, cdf > 0))  # the darkest level present maps to 0
-    spread = tf.maximum(tf.size(values) - cdf_min, 1)
-    lookup = tf.cast(tf.round(255 * (cdf - cdf_min) / spread), tf.uint8)
-    return tf.gather(lookup, tf.cast(image, tf.int32))
-
-
-def load_equalized(path, image_size):
-    """``utils.data.load_image``, then :func:`equalize_histogram` (train, validation and test alike)."""
-    return equalize_histogram(ORIGINAL_LOAD(path, image_size))
-
-
-def load_cropped(path, image_size):
-    """``utils.data.load_image`` at ``image_size / CROP_KEEP``, then its central ``image_size`` square: the central
-    80% of the image, stretched to ``image_size`` (train, validation and test alike)."""
-    large = round(image_size / CROP_KEEP)
-    offset = (large - image_size) // 2
-    return ORIGINAL_LOAD(path, large)[offset : offset + image_size, offset : offset + image_size, :]
-
-
-LOADERS = {"equalize": load_equalized, "crop": load_cropped}  # the variants that load every image another way
-
-
-@contextlib.contextmanager
-def images_loaded_as(variant: str | None):
-    """``utils.data.load_image`` as ``variant`` trained with it while the block runs (restored after): equalised or
-    cropped images for those variants (:data:`LOADERS`), unchanged for the others and for None. For training here,
-    and for ``levers.py``, which predicts a run's images again (a run's ``benchmark_variant`` says which)."""
-    global ORIGINAL_LOAD
-    from utils import data
-
-    if variant not in LOADERS:
-        yield
-        return
-    previous = ORIGINAL_LOAD = data.load_image  # what the variant's loader wraps
-    data.load_image = LOADERS[variant]
-    try:
-        yield
-    finally:
-        data.load_image = previous
-
-
 @contextlib.contextmanager
 def weight_averaging():
     """Every ``compile`` gets Adam at the same learning rate with an exponential moving average of the weights

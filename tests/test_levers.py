@@ -218,11 +218,11 @@ def test_a_runs_images_are_predicted_again_as_its_variant_loaded_them(tmp_path, 
     """TTA and the aspect probe predict a run's images again: equalised for a run of train_levers.py's equalize
     variant (its ``benchmark_variant``), so that the identity view is its saved predictions. A run whose images
     do not give its saved predictions that way keeps its baseline and EM rows, and the rest is skipped with a note."""
-    from benchmarks import levers, train_levers
+    from benchmarks import levers
     from utils import data
 
     original = data.load_image
-    with train_levers.images_loaded_as("equalize"):  # trained (here: predicted and saved) on equalised images
+    with levers.images_loaded_as("equalize"):  # trained (here: predicted and saved) on equalised images
         equalized = levers.make_quick_runs(tmp_path / "equalized")[0]
     plain = levers.make_quick_runs(tmp_path / "plain")[0]
     for run in (equalized, plain):  # the plain run mislabelled: its saved predictions come from plain images

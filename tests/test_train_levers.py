@@ -13,6 +13,7 @@ import tensorflow as tf
 from conftest import write_image
 
 from benchmarks import train_levers
+from benchmarks.loaders import equalize_histogram
 from utils import data
 
 
@@ -95,7 +96,7 @@ def test_equalize_histogram_maps_each_grey_level_to_its_rank():
     cdf = np.cumsum(np.bincount(image.ravel(), minlength=256))
     cdf_min = cdf[cdf > 0].min()
     expected = np.round(255 * (cdf - cdf_min) / (image.size - cdf_min)).astype(np.uint8)[image]
-    out = train_levers.equalize_histogram(tf.constant(image)).numpy()
+    out = equalize_histogram(tf.constant(image)).numpy()
     assert out.dtype == np.uint8 and out.shape == image.shape
     np.testing.assert_array_equal(out, expected)
     assert out.min() == 0 and out.max() == 255  # stretched to the whole range
@@ -104,8 +105,8 @@ def test_equalize_histogram_maps_each_grey_level_to_its_rank():
     assert (np.diff(out.ravel()[order].astype(int)) >= 0).all()
     # exposure and contrast no longer matter: halving the contrast and brightening gives the same picture
     halved = image // 2
-    np.testing.assert_array_equal(train_levers.equalize_histogram(tf.constant(halved + 40)).numpy(),
-                                  train_levers.equalize_histogram(tf.constant(halved)).numpy())  # fmt: skip
+    np.testing.assert_array_equal(equalize_histogram(tf.constant(halved + 40)).numpy(),
+                                  equalize_histogram(tf.constant(halved)).numpy())  # fmt: skip
 
 
 def loaded_inside(variant: str, path, size: int) -> np.ndarray:
@@ -127,7 +128,7 @@ def test_equalize_replaces_load_image_only_inside_its_block(tmp_path):
     loaded = loaded_inside("equalize", path, 32)
     plain = data.load_image(str(path), 32).numpy()
     assert loaded.shape == plain.shape == (32, 32, 1)
-    np.testing.assert_array_equal(loaded, train_levers.equalize_histogram(tf.constant(plain)).numpy())
+    np.testing.assert_array_equal(loaded, equalize_histogram(tf.constant(plain)).numpy())
     assert plain.max() - plain.min() < 100 and loaded.min() == 0 and loaded.max() == 255
 
 
