@@ -485,3 +485,22 @@ def test_distill_refuses_a_teacher_that_is_not_a_finished_run_of_the_dataset(tmp
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert train_levers.teacher_problem(teacher, "pneumonia3") is None
+
+
+def test_a_trained_variant_is_recorded_in_its_run_for_levers(synthetic_source, tmp_path):
+    """A tiny equalize run (32 px, one epoch) says so in its config.json, which levers.py reads to load its images
+    as trained (that loading, and the skip without it: test_levers.py); utils.data is left as it was."""
+    from benchmarks import levers
+    from utils.course.runs import load_run
+
+    original = data.load_image
+    args = train_levers.parse_args(["--model", "cnn", "--variants", "equalize", "--profile", "smoke", "--image-size",
+                                    "32", "--epochs", "1", "--source", str(synthetic_source), "--output",
+                                    str(tmp_path), "--n-boot", "20"])  # fmt: skip
+    row = train_levers.train_variant(args, "equalize")
+    assert load_run(row["run_dir"]).config["benchmark_variant"] == "equalize" and data.load_image is original
+    assert levers.main(["--runs", row["run_dir"], "--no-adabn", "--no-tta", "--n-boot", "20", "--output",
+                        str(tmp_path / "levers")]) == 0  # fmt: skip
+    details = json.loads((tmp_path / "levers" / "levers.json").read_text())["details"]["cnn"]
+    assert "repredicted_levers_skipped" not in details
+    assert set(details["aspect"]) == {"val", "test"} and data.load_image is original
