@@ -328,13 +328,13 @@ def adabn_probs(run, paths: dict[str, list[str]]) -> tuple[dict[str, np.ndarray]
 RELOAD_TOLERANCE = 1e-3  # float noise between the saved and a fresh prediction is about 1e-6
 
 
-def reload_gap(run, paths: list[str], saved: np.ndarray, n: int = 32) -> float:
+def reload_gap(model, paths: list[str], saved: np.ndarray, image_size: int, n: int = 32) -> float:
     """Max |p - saved p| over the first ``n`` of ``paths``, predicted from ``utils.data.load_images`` as TTA, the
     aspect probe and AdaBN predict them: float noise for a run whose images load as in its training, large for one
     trained on images loaded otherwise (then those rows would be silently wrong)."""
     from utils.data import load_images
 
-    fresh = run.load_model().predict(load_images(paths[:n], int(run.config["image_size"])), verbose=0)
+    fresh = model.predict(load_images(paths[:n], image_size), verbose=0)
     return float(np.abs(fresh - saved[:n]).max())
 
 
@@ -416,15 +416,16 @@ def repredicted_levers(run, name: str, data: dict, details: dict, args: argparse
     from utils.metrics import choose_threshold, roc_auc
 
     n_boot, threshold, rows = args.n_boot, run.threshold, []
-    repredict = not (args.no_tta and args.no_aspect and args.no_adabn)
-    if repredict and (gap := reload_gap(run, data["val"][0], data["val"][2])) > RELOAD_TOLERANCE:
+    if args.no_tta and args.no_aspect and args.no_adabn:
+        return rows
+    model, size = run.load_model(), int(run.config["image_size"])
+    if (gap := reload_gap(model, data["val"][0], data["val"][2], size)) > RELOAD_TOLERANCE:
         print(f"note: {name}: its images, loaded again, do not give its saved predictions (max |p - saved p| "
               f"{gap:.2f}: loaded otherwise in training, by a train_levers.py run that did not record its variant?); "
               "TTA, the aspect probe and AdaBN are skipped for it.", file=sys.stderr)  # fmt: skip
         details["repredicted_levers_skipped"] = {"max_abs_diff_to_saved": round(gap, 4), "split": "val"}
-        repredict = False
-    if repredict and not args.no_tta:
-        model, size = run.load_model(), int(run.config["image_size"])
+        return rows
+    if not args.no_tta:
         views = {split: tta_probs(model, paths, size) for split, (paths, _, _) in data.items()}
         mean = {split: np.mean(list(v.values()), axis=0) for split, v in views.items()}
         tta_threshold = choose_threshold(data["val"][1], mean["val"])
@@ -436,9 +437,9 @@ def repredicted_levers(run, name: str, data: dict, details: dict, args: argparse
                                                              for s in SPLITS},
                           "per_view_auc": {s: {v: round(roc_auc(data[s][1], p), 4) for v, p in views[s].items()}
                                            for s in SPLITS}}  # fmt: skip
-    if repredict and not args.no_aspect:
-        details["aspect"] = aspect_probe(run.load_model(), data, int(run.config["image_size"]), threshold)
-    if repredict and not args.no_adabn:
+    if not args.no_aspect:
+        details["aspect"] = aspect_probe(model, data, size, threshold)
+    if not args.no_adabn:
         adapted, layers = adabn_probs(run, {split: paths for split, (paths, _, _) in data.items()})
         if adapted:
             adabn_threshold = choose_threshold(data["val"][1], adapted["val"])

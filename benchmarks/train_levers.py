@@ -593,7 +593,8 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
         "held_out_originals": originals is not None,
     }
     if originals is not None:
-        row["originals"] = score_originals(run, originals, args.source, args.n_boot)
+        with images_loaded_as(variant):  # the held-out originals as the run saw its images
+            row["originals"] = score_originals(run, originals, args.source, args.n_boot)
     return row
 
 
