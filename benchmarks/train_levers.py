@@ -8,8 +8,8 @@ Usage (from the repository root)::
         [--train-images N] [--weights FILE] [--source DIR] [--output DIR] [--n-boot N] [--hold-out-originals]
         [--teacher RUN]
 
-Trains ``mobilenet_025`` (or, with ``--model cnn``, the custom CNN with the ``laptop`` profile's recipe: 2,000
-training images at 128 px, its folders ending in ``-cnn``) once per variant with the same settings as
+Trains ``mobilenet_025`` (or, with ``--model cnn``, the custom CNN with the ``laptop`` profile's recipe: every
+training image at 128 px since 2026-12-07, 2,000 before; its folders ending in ``-cnn``) once per variant with the same settings as
 ``benchmarks/real_data.py`` (its
 ``make_settings`` and ``score_run`` are reused: ``utils.course.manifest.prepare_dataset`` then
 ``utils.course.experiment.train_model``). The split by patient always uses ``CXR_SEED`` (default 42), so every
@@ -65,11 +65,13 @@ detail for the network, no new information):
   teacher's probabilities softened by a temperature of 2 (:func:`soft_targets`). For the custom CNN: a
   student trained from scratch on 2,000 images that learns, besides the labels, how an ImageNet-pretrained
   model ranks them;
-* ``stem`` (``--model cnn`` only): the custom CNN with its first convolution at stride 2
-  (:func:`with_strided_stem`), as ResNet's and MobileNet's stems do: every block then works at half the
-  resolution (the last feature map 8 x 8 at 128 px instead of 16 x 16), the same weights, about a fifth of the
-  computation (a training step of 32 images at 128 px: 0.76 s against 3.69 s on a 2-core AMD EPYC), so that the
-  CNN can see every training image (``--train-images 0``) in less time than the recipe's 2,000;
+* ``stem``, ``no-stem`` (``--model cnn`` only): the custom CNN with its first convolution at stride 2 or 1
+  (:func:`with_stem_stride`). At stride 2 (the "stem" of ResNet and MobileNet) every block works at half the
+  resolution (the last feature map 8 x 8 at 128 px instead of 16 x 16), with the same weights and about a fifth
+  of the computation (a training step of 32 images at 128 px: 0.76 s against 3.69 s on a 2-core AMD EPYC), so
+  that the CNN can learn from every training image (``--train-images 0``) in less time than from 2,000 at
+  stride 1. Measured on 2026-12-07 and adopted the same day: ``stem`` is now ``baseline``, and ``no-stem
+  --train-images 2000`` is the CNN's ``laptop`` recipe of before;
 * ``top-finetune``, ``deep-finetune``, ``full-finetune``: phase 2 trains MobileNet 0.25 from ``conv_dw_12`` (its
   last two blocks), ``conv_dw_6`` (its second half) or ``conv1`` (every layer), BatchNorm always frozen. The
   course fine-tuned from ``conv_dw_12`` until 2026-12-02 (the ``baseline`` runs of that day before 05:00) and
@@ -118,7 +120,7 @@ from loaders import LOADERS, images_loaded_as  # noqa: E402  (the equalize and c
 
 OUTPUT = ROOT / "outputs" / "benchmarks" / "train-levers"
 VARIANTS = ("baseline", "strong-intensity", "strong-geometric", "stretch", "equalize", "crop", "label-smoothing",
-            "mixup", "weight-average", "distill", "stem", "top-finetune", "deep-finetune", "full-finetune")  # fmt: skip
+            "mixup", "weight-average", "distill", "stem", "no-stem", "top-finetune", "deep-finetune", "full-finetune")  # fmt: skip
 LABEL_SMOOTHING = 0.1
 MIXUP_ALPHA = 0.2
 STRETCH = 0.25  # "stretch": height and width each zoomed in by up to 1 / (1 - 0.25) = 1.33x, independently
@@ -129,7 +131,8 @@ EMA_MOMENTUM = 0.995  # "weight-average": w_avg <- 0.995 w_avg + 0.005 w after e
 # 14 x 14 stage at 224 px), or every layer (the course's MOBILENET_025 since then: the same as "baseline").
 FINETUNE_FROM = {"top-finetune": "conv_dw_12", "deep-finetune": "conv_dw_6", "full-finetune": "conv1"}
 MODEL = "mobilenet_025"
-CNN_ONLY = ("stem",)  # variants that change the custom CNN's architecture
+STEM_STRIDE = {"stem": 2, "no-stem": 1}  # the custom CNN's first convolution: 2 since 2026-12-07 ("stem" = baseline)
+CNN_ONLY = tuple(STEM_STRIDE)  # variants that change the custom CNN's architecture
 SPLITS = real_data.SPLITS
 
 
@@ -388,25 +391,26 @@ def deeper_finetuning(first_layer: str):
         BACKBONES[MODEL] = course
 
 
-def with_strided_stem(model):
-    """The same network with its first convolution (``block1_conv1``) at stride 2: every block after it works at
-    half the resolution, for about a fifth of the computation. Same layer names and weights' shapes."""
+def with_stem_stride(model, stride: int):
+    """The same network with its first convolution (``block1_conv1``) at ``stride``: the course's custom CNN has
+    a stride-2 stem since 2026-12-07 (every block after it works at half the resolution, for about a fifth of the
+    computation); stride 1 gives the CNN of before. Same layer names and weights' shapes."""
     import keras
 
     def clone(layer):
-        config = layer.get_config() | ({"strides": (2, 2)} if layer.name == "block1_conv1" else {})
+        config = layer.get_config() | ({"strides": (stride, stride)} if layer.name == "block1_conv1" else {})
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=clone)
 
 
 @contextlib.contextmanager
-def strided_stem():
-    """``python -m utils train``'s custom CNN built :func:`with_strided_stem` while the block runs (restored after)."""
+def stem_stride(stride: int):
+    """``python -m utils train``'s custom CNN built :func:`with_stem_stride` while the block runs (restored after)."""
     from utils.course import experiment
 
     course = experiment.build_cnn
-    experiment.build_cnn = lambda *args, **kwargs: with_strided_stem(course(*args, **kwargs))
+    experiment.build_cnn = lambda *args, **kwargs: with_stem_stride(course(*args, **kwargs), stride)
     try:
         yield
     finally:
@@ -440,8 +444,8 @@ def augmentation(variant: str, teacher: Path | None = None):
         with distilled_batches(teacher):
             yield ORIGINAL_BUILD
         return
-    if variant == "stem":
-        with strided_stem():
+    if variant in STEM_STRIDE:
+        with stem_stride(STEM_STRIDE[variant]):
             yield ORIGINAL_BUILD
         return
     if variant in FINETUNE_FROM:
@@ -588,7 +592,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.model == "cnn" and set(args.variants) & set(FINETUNE_FROM):
         parser.error(f"{', '.join(FINETUNE_FROM)} change MobileNet's fine-tuning: not for --model cnn")
     if args.model == MODEL and set(args.variants) & set(CNN_ONLY):
-        parser.error(f"{', '.join(CNN_ONLY)} changes the custom CNN: use it with --model cnn")
+        parser.error(f"{', '.join(CNN_ONLY)} change the custom CNN: use them with --model cnn")
     if args.epochs is not None and len(args.epochs) != (2 if args.model == MODEL else 1):
         parser.error("--epochs takes HEAD FINETUNE for MobileNet 0.25, one number for the CNN")
     transfer = args.model == MODEL

@@ -253,13 +253,13 @@ def test_laptop_trains_mobilenet_025_with_the_course_recipe(monkeypatch):
     assert settings.profile.image_size == 128 and PROFILES["laptop"].images["train"] == 1000  # nothing changed in place
 
 
-def test_laptop_trains_the_cnn_on_2000_images_and_nothing_else_changes(monkeypatch):
-    """The custom CNN's laptop recipe: 2,000 training images (validation 300, every test image), everything else
+def test_laptop_trains_the_cnn_on_every_training_image_and_nothing_else_changes(monkeypatch):
+    """The custom CNN's laptop recipe: every training image (validation 300, every test image), everything else
     the profile's (128 px, 15 epochs, patience 4)."""
     monkeypatch.setenv("CXR_PROFILE", "laptop")
     settings = get_settings()
     cnn = settings.for_model("cnn")
-    assert cnn.profile.images == {"train": 2000, "val": 300, "test": None}
+    assert cnn.profile.images == {"train": None, "val": 300, "test": None}
     assert cnn.with_(images=settings.profile.images) == settings  # the only difference
     assert settings.profile.images["train"] == 1000 and PROFILES["laptop"].images["train"] == 1000
 

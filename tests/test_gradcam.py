@@ -76,7 +76,8 @@ def test_gradcam_explains_the_class_asked_for_per_image_and_upsamples():
 
 
 def test_gradcam_of_a_cnn_equals_the_recipe_written_out():
-    """A 16x16 feature map, its gradient of the class LOGIT, ReLU, divided by the maximum, resized to 32x32."""
+    """An 8x8 feature map (32 px, the stem and one pooling), its gradient of the class LOGIT, ReLU, divided by the
+    maximum, resized to 32x32."""
     keras.utils.set_random_seed(0)
     cnn = build_cnn(2, 32, filters=(4, 8))
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
@@ -93,7 +94,7 @@ def test_gradcam_of_a_cnn_equals_the_recipe_written_out():
     small = np.maximum((features * grads.mean(axis=(1, 2), keepdims=True)).sum(-1), 0)
     small = small / (small.max(axis=(1, 2), keepdims=True) + 1e-8)
     expected = tf.image.resize(small[..., None], (32, 32)).numpy()[..., 0]
-    assert maps.shape == (2, 32, 32) and small.shape == (2, 16, 16)
+    assert maps.shape == (2, 32, 32) and small.shape == (2, 8, 8)
     np.testing.assert_allclose(maps, expected, atol=1e-4)
     assert maps.max() > 0.5  # something to explain
 

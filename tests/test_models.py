@@ -50,14 +50,16 @@ def test_cnn_layers_and_parameter_count():
     names = [layer.name for layer in model.layers]
     assert names[-3:] == ["head_pool", "head_dropout", "head_output"]
     assert "block1_pool" not in names  # no pooling after the last block
+    assert model.get_layer("block1_conv1").strides == (2, 2) and model.get_layer("block1_conv2").strides == (1, 1)
+    assert model.get_layer("block1_relu2").output.shape == (None, SIZE // 2, SIZE // 2, 4)  # the stem halves the image
     two = build_cnn(2, SIZE, filters=(4, 8))
     assert "block1_pool" in [layer.name for layer in two.layers]
-    assert two.get_layer("block2_relu2").output.shape == (None, SIZE // 2, SIZE // 2, 8)
+    assert two.get_layer("block2_relu2").output.shape == (None, SIZE // 4, SIZE // 4, 8)  # and each pooling again
 
 
 def test_default_cnn_has_the_gradcam_layer_and_softmax_output():
     model = build_cnn(2, SIZE)
-    assert model.get_layer(GRADCAM_LAYERS["cnn"]).output.shape == (None, SIZE // 8, SIZE // 8, 256)
+    assert model.get_layer(GRADCAM_LAYERS["cnn"]).output.shape == (None, SIZE // 16, SIZE // 16, 256)
     probs = model.predict(np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)), verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert model.get_layer("head_output").get_config()["activation"] == "softmax"

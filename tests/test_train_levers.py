@@ -353,13 +353,13 @@ def test_the_cnn_takes_its_laptop_recipe_and_refuses_mobilenet_only_variants(cap
     assert train_levers.parse_args(["--model", "cnn", "--epochs", "12"]).epochs == [12]
     assert train_levers.parse_args(["--model", "cnn"]).variants == [v for v in train_levers.VARIANTS
                                                                     if "finetune" not in v and v != "distill"]
-    assert mobilenet.variants == [v for v in train_levers.VARIANTS if v not in ("distill", "stem")]  # distill needs a teacher
+    assert mobilenet.variants == [v for v in train_levers.VARIANTS if v not in ("distill", "stem", "no-stem")]
     taught = train_levers.parse_args(["--model", "cnn", "--teacher", "runs/x"])
     assert "distill" in taught.variants and str(taught.teacher) == "runs/x"
     for wrong, message in ((["--variants", "distill"], "pass --teacher RUN_FOLDER"),
                            (["--variants", "stretch", "--teacher", "runs/x"], "for the distill variant"),
                            (["--model", "cnn", "--variants", "deep-finetune"], "not for --model cnn"),
-                           (["--variants", "stem"], "use it with --model cnn"),
+                           (["--variants", "no-stem"], "use them with --model cnn"),
                            (["--model", "cnn", "--epochs", "5", "10"], "one number for the CNN"),
                            (["--epochs", "5"], "HEAD FINETUNE for MobileNet 0.25"),
                            (["--hold-out-originals", "--dataset", "pneumonia3"], "use it with --dataset pneumonia")):  # fmt: skip
@@ -368,21 +368,26 @@ def test_the_cnn_takes_its_laptop_recipe_and_refuses_mobilenet_only_variants(cap
         assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_stem_builds_the_course_cnn_with_a_stride_2_first_convolution_only_inside_its_block():
-    """Same layers and weights' shapes; with the same weights its first convolution computes every second output
-    of the course's (TensorFlow pads a stride-2 "same" convolution on even sizes after, not before: rows 1, 3, ...)."""
+def test_the_course_cnn_has_a_stride_2_stem_and_no_stem_gives_the_cnn_of_before_only_inside_its_block():
+    """Same layers and weights' shapes; with the same weights the course's first convolution computes every second
+    output of the stride-1 one (TensorFlow pads a stride-2 "same" convolution on even sizes after, not before:
+    rows 1, 3, ...). ``stem`` changes nothing any more."""
     from utils.course import experiment
     from utils.models import build_cnn
 
     course = experiment.build_cnn
-    with train_levers.strided_stem():
-        strided = experiment.build_cnn(2, 32)
+    with train_levers.augmentation("no-stem"):
+        plain = experiment.build_cnn(2, 32)
+    with train_levers.augmentation("stem"):
+        stem = experiment.build_cnn(2, 32)
     assert experiment.build_cnn is course
-    plain = build_cnn(2, 32)
-    assert [w.shape for w in strided.weights] == [w.shape for w in plain.weights]
-    strided.set_weights(plain.get_weights())
-    assert strided.get_layer("block1_conv1").strides == (2, 2) and plain.get_layer("block1_conv1").strides == (1, 1)
-    assert tuple(strided.get_layer("block4_relu2").output.shape) == (None, 2, 2, 256)  # 4 x 4 for the course's
+    strided = build_cnn(2, 32)
+    assert [w.shape for w in plain.weights] == [w.shape for w in strided.weights] == [w.shape for w in stem.weights]
+    plain.set_weights(strided.get_weights())
+    assert strided.get_layer("block1_conv1").strides == stem.get_layer("block1_conv1").strides == (2, 2)
+    assert plain.get_layer("block1_conv1").strides == (1, 1)
+    assert tuple(strided.get_layer("block4_relu2").output.shape) == (None, 2, 2, 256)
+    assert tuple(plain.get_layer("block4_relu2").output.shape) == (None, 4, 4, 256)
     x = images(2, 32).repeat(3, axis=-1)
     first = lambda model: tf.keras.Model(model.input, model.get_layer("block1_conv1").output)(x).numpy()  # noqa: E731
     np.testing.assert_allclose(first(strided), first(plain)[:, 1::2, 1::2], rtol=1e-5, atol=1e-3)
@@ -392,7 +397,7 @@ def test_train_images_keeps_n_training_images(synthetic_source, tmp_path):
     args = train_levers.parse_args(["--model", "cnn", "--train-images", "0", "--source", str(synthetic_source)])
     settings = train_levers.real_data.make_settings(args, synthetic_source, "cnn")
     assert args.train_images == 0 and settings.profile.images["train"] is None  # every training image
-    assert train_levers.parse_args(["--model", "cnn"]).train_images is None  # the profile's 2,000
+    assert train_levers.parse_args(["--model", "cnn"]).train_images is None  # the profile's number
 
 
 def test_saving_a_cnn_row_keeps_the_mobilenet_row_of_the_same_variant_and_seed(tmp_path):

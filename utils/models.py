@@ -28,12 +28,14 @@ def add_head(inputs: keras.KerasTensor, features: keras.KerasTensor, num_classes
 
 # saved in utils/models.py
 def build_cnn(num_classes: int, image_size: int, filters: tuple[int, ...] = (32, 64, 128, 256)) -> keras.Model:
-    """Blocks of two 3x3 convolutions (each with BatchNorm and ReLU), max-pooling between blocks."""
+    """Blocks of two 3x3 convolutions (each with BatchNorm and ReLU), max-pooling between blocks; the very first
+    convolution moves two pixels at a time (a stride-2 stem), so every block works at half the input's size."""
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = layers.Rescaling(1 / 255, name="preprocess_rescale")(inputs)
     for block, width in enumerate(filters, start=1):
         for conv in (1, 2):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"block{block}_conv{conv}")(x)
+            stride = 2 if (block, conv) == (1, 1) else 1
+            x = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False, name=f"block{block}_conv{conv}")(x)
             x = layers.BatchNormalization(momentum=0.9, name=f"block{block}_bn{conv}")(x)
             x = layers.ReLU(name=f"block{block}_relu{conv}")(x)
         if block < len(filters):
