@@ -274,12 +274,13 @@ def test_the_table_shows_a_three_class_run_by_its_argmax_and_macro_f1():
     common = {"variant": "baseline", "seed": 2, "image_size": 224, "train_minutes": 6.0, "epochs_run": 15}
     counts = {"train": {"NORMAL": 1149, "PNEUMONIA": 3321}, "val": {"NORMAL": 192, "PNEUMONIA": 554}}
     rows = [common | {"dataset": "pneumonia", "threshold": 0.2, "val": two, "test": two, "images": counts},
-            common | {"dataset": "pneumonia3", "threshold": None, "val": three, "test": three}]  # fmt: skip
+            common | {"dataset": "pneumonia3", "threshold": None, "val": three, "test": three,
+                      "images": {"train": {"NORMAL": 100, "BACTERIA": 50, "VIRUS": 50}}}]  # fmt: skip
     lines = train_levers.markdown_table(rows).splitlines()
     assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
     assert lines[2].startswith("| mobilenet_025 | baseline | pneumonia | 2 | 224 | 4470 | 6.0 |")  # no model: MobileNet
     assert "| 0.200 | 0.900 | 0.950 [0.900, 0.990] | 0.880 | 0.970 | 0.740 |" in lines[2]
-    assert "| pneumonia3 | 2 | 224 | n/a | 6.0 | 15 | argmax | 0.900 | 0.950 [0.900, 0.990] | 0.880 | n/a | n/a |" in lines[3]
+    assert "| pneumonia3 | 2 | 224 | 200 | 6.0 | 15 | argmax | 0.900 | 0.950 [0.900, 0.990] | 0.880 | n/a | n/a |" in lines[3]
 
 
 def test_crop_keeps_the_centre_and_drops_the_border_only_inside_its_block(tmp_path):
@@ -353,8 +354,9 @@ def test_the_cnn_takes_its_laptop_recipe_and_refuses_mobilenet_only_variants(cap
     assert (cnn.model, cnn.profile, cnn.image_size, cnn.epochs) == ("cnn", "laptop", None, None)  # the profile's recipe
     assert train_levers.parse_args(["--model", "cnn", "--epochs", "12"]).epochs == [12]
     assert train_levers.parse_args(["--model", "cnn"]).variants == [v for v in train_levers.VARIANTS
-                                                                    if "finetune" not in v and v != "distill"]
-    assert mobilenet.variants == [v for v in train_levers.VARIANTS if v not in ("distill", "stem", "no-stem")]
+                                                                    if "finetune" not in v and v not in ("distill", "stem")]
+    assert mobilenet.variants == [v for v in train_levers.VARIANTS
+                                  if v not in ("distill", "stem", "no-stem", "full-finetune")]  # full-finetune = baseline
     taught = train_levers.parse_args(["--model", "cnn", "--teacher", "runs/x"])
     assert "distill" in taught.variants and str(taught.teacher) == "runs/x"
     for wrong, message in ((["--variants", "distill"], "pass --teacher RUN_FOLDER"),
