@@ -648,13 +648,13 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
 
 
 def save(path: Path, rows: list[dict]) -> None:
-    """Keep the rows of other variants, seeds, sizes and training-image counts from earlier invocations; replace
-    this one's."""
+    """Keep the rows of other variants, seeds, sizes and image counts from earlier invocations; replace this one's."""
     old = json.loads(path.read_text()) if path.is_file() else []
 
     def key(row: dict) -> tuple:
+        seen = {split: sum(row["images"][split].values()) for split in ("train", "val")}  # what the run trained on
         return (row.get("model", MODEL), row.get("variant"), row.get("seed"), row.get("image_size"),
-                row.get("dataset", "pneumonia"), row.get("held_out_originals", False), row.get("train_images"))
+                row.get("dataset", "pneumonia"), row.get("held_out_originals", False), seen["train"], seen["val"])
 
     new = {key(row) for row in rows}
     path.write_text(json.dumps([row for row in old if key(row) not in new] + rows, indent=1))
@@ -668,11 +668,11 @@ def markdown_table(rows: list[dict]) -> str:
 
     metrics = ("accuracy", "AUC [95% CI]", "macro-F1", "sensitivity", "specificity")
     head = " | ".join(f"{s} {m}" for s in SPLITS for m in metrics)
-    lines = [f"| model | variant | dataset | seed | px | train images | train min | epochs | threshold | {head} |",
+    lines = [f"| model | variant | dataset | seed | px | train, val images | train min | epochs | threshold | {head} |",
              "|" + "---|" * 19]
     for row in rows:
         threshold = "argmax" if row["threshold"] is None else f"{row['threshold']:.3f}"
-        images = sum(row["images"]["train"].values())
+        images = ", ".join(str(sum(row["images"][split].values())) for split in ("train", "val"))
         lines.append(f"| {row.get('model', MODEL)} | {row['variant']} | {row['dataset']} | {row['seed']} | {row['image_size']} | {images} | {row['train_minutes']:.1f} | "
                      f"{row['epochs_run']} | {threshold} | {cell(row['val'])} | {cell(row['test'])} |")  # fmt: skip
     return "\n".join(lines)

@@ -275,12 +275,13 @@ def test_the_table_shows_a_three_class_run_by_its_argmax_and_macro_f1():
     counts = {"train": {"NORMAL": 1149, "PNEUMONIA": 3321}, "val": {"NORMAL": 192, "PNEUMONIA": 554}}
     rows = [common | {"dataset": "pneumonia", "threshold": 0.2, "val": two, "test": two, "images": counts},
             common | {"dataset": "pneumonia3", "threshold": None, "val": three, "test": three,
-                      "images": {"train": {"NORMAL": 100, "BACTERIA": 50, "VIRUS": 50}}}]  # fmt: skip
+                      "images": {"train": {"NORMAL": 100, "BACTERIA": 50, "VIRUS": 50},
+                                 "val": {"NORMAL": 20, "BACTERIA": 10, "VIRUS": 10}}}]  # fmt: skip
     lines = train_levers.markdown_table(rows).splitlines()
     assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
-    assert lines[2].startswith("| mobilenet_025 | baseline | pneumonia | 2 | 224 | 4470 | 6.0 |")  # no model: MobileNet
+    assert lines[2].startswith("| mobilenet_025 | baseline | pneumonia | 2 | 224 | 4470, 746 | 6.0 |")  # no model: MobileNet
     assert "| 0.200 | 0.900 | 0.950 [0.900, 0.990] | 0.880 | 0.970 | 0.740 |" in lines[2]
-    assert "| pneumonia3 | 2 | 224 | 200 | 6.0 | 15 | argmax | 0.900 | 0.950 [0.900, 0.990] | 0.880 | n/a | n/a |" in lines[3]
+    assert "| pneumonia3 | 2 | 224 | 200, 40 | 6.0 | 15 | argmax | 0.900 | 0.950 [0.900, 0.990] | 0.880 | n/a | n/a |" in lines[3]
 
 
 def test_crop_keeps_the_centre_and_drops_the_border_only_inside_its_block(tmp_path):
@@ -403,15 +404,22 @@ def test_train_images_keeps_n_training_images(synthetic_source, tmp_path):
     assert train_levers.parse_args(["--model", "cnn"]).train_images is None  # the profile's number
 
 
-def test_saving_a_cnn_row_keeps_the_mobilenet_row_and_the_other_image_count_of_the_same_variant_and_seed(tmp_path):
+def test_saving_a_cnn_row_keeps_the_mobilenet_row_and_the_other_image_counts_of_the_same_variant_and_seed(tmp_path):
     path = tmp_path / "train_levers.json"
+
+    def seen(train: int, val: int) -> dict:
+        return {"train": {"NORMAL": train // 4, "PNEUMONIA": train - train // 4},
+                "val": {"NORMAL": val // 4, "PNEUMONIA": val - val // 4}, "test": {"NORMAL": 50, "PNEUMONIA": 100}}
+
     same = {"variant": "stretch", "seed": 1, "image_size": 224, "dataset": "pneumonia"}
-    train_levers.save(path, [same | {"model": "mobilenet_025", "test": 0.9}])
-    train_levers.save(path, [same | {"model": "cnn", "test": 0.8}])
-    train_levers.save(path, [same | {"model": "cnn", "test": 0.85}])  # the CNN's run again: replaces its own row
-    train_levers.save(path, [same | {"model": "cnn", "test": 0.7, "train_images": 0}])  # every image: a row of its own
+    train_levers.save(path, [same | {"model": "mobilenet_025", "images": seen(2000, 300), "test": 0.9}])
+    train_levers.save(path, [same | {"model": "cnn", "images": seen(2000, 300), "test": 0.8}])
+    train_levers.save(path, [same | {"model": "cnn", "images": seen(2000, 300), "test": 0.85}])  # again: replaces it
+    train_levers.save(path, [same | {"model": "cnn", "images": seen(4470, 300), "test": 0.7}])  # every training image
+    train_levers.save(path, [same | {"model": "cnn", "images": seen(4470, 746), "test": 0.75}])  # and every val image
     rows = json.loads(path.read_text())
-    assert sorted((row["model"], row["test"]) for row in rows) == [("cnn", 0.7), ("cnn", 0.85), ("mobilenet_025", 0.9)]
+    assert sorted((row["model"], row["test"]) for row in rows) == [
+        ("cnn", 0.7), ("cnn", 0.75), ("cnn", 0.85), ("mobilenet_025", 0.9)]
 
 
 def originals_like(n: int = 120, seed: int = 0) -> pd.DataFrame:
