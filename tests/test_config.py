@@ -253,7 +253,7 @@ def test_laptop_trains_mobilenet_025_with_the_course_recipe(monkeypatch):
     assert settings.profile.image_size == 128 and PROFILES["laptop"].images["train"] == 1000  # nothing changed in place
 
 
-def test_laptop_trains_the_cnn_on_every_training_image_and_nothing_else_changes(monkeypatch):
+def test_laptop_trains_and_validates_the_cnn_on_every_image_and_nothing_else_changes(monkeypatch):
     """The custom CNN's laptop recipe: every image of every split (the whole validation split, so that every seed
     is validated on the same images), everything else the profile's (128 px, 15 epochs, patience 4)."""
     monkeypatch.setenv("CXR_PROFILE", "laptop")
