@@ -9,7 +9,8 @@ Usage (from the repository root)::
         [--teacher RUN]
 
 Trains ``mobilenet_025`` (or, with ``--model cnn``, the custom CNN with the ``laptop`` profile's recipe: every
-training image at 128 px since 2026-12-07, 2,000 before; its folders ending in ``-cnn``) once per variant with the same settings as
+training image at 128 px since 2026-12-07, 2,000 before, and the whole validation split since that afternoon; its
+folders ending in ``-cnn``) once per variant with the same settings as
 ``benchmarks/real_data.py`` (its
 ``make_settings`` and ``score_run`` are reused: ``utils.course.manifest.prepare_dataset`` then
 ``utils.course.experiment.train_model``). The split by patient always uses ``CXR_SEED`` (default 42), so every
@@ -639,7 +640,6 @@ def train_variant(args: argparse.Namespace, variant: str) -> dict:
         "seed": settings.seed,
         "wall_minutes": round((time.perf_counter() - started) / 60, 2),
         "held_out_originals": originals is not None,
-        "train_images": args.train_images,  # None: the profile's number
     }
     if originals is not None:
         with images_loaded_as(variant):  # the held-out originals as the run saw its images
