@@ -4,6 +4,7 @@ short code cells, Summary and Exercises at the end, listed in README.md, and no 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -94,6 +95,19 @@ def test_notebook_is_valid_and_committed_without_outputs(path):
     nbformat.validate(notebook)
     dirty = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"Cells {dirty} have outputs or execution counts: clear them before committing."
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *sorted((PROJECT_ROOT / "solutions").glob("*.ipynb"))],
+                         ids=lambda p: f"{p.parent.name}/{p.name[:2]}")  # fmt: skip
+def test_every_cell_has_its_own_id(path):
+    """nbformat 4.5 cells carry an ``id``; read through nbformat a missing one is made up with a
+    MissingIDFieldWarning (a hard error in future versions), so the committed file itself is checked."""
+    raw = json.loads(path.read_text())
+    ids = [cell.get("id") for cell in raw["cells"]]
+    missing = [i for i, cell_id in enumerate(ids) if not cell_id]
+    assert (raw["nbformat"], raw["nbformat_minor"]) >= (4, 5), f"{path.name}: nbformat {raw['nbformat']}.{raw['nbformat_minor']}"
+    assert not missing, f"{path.name}: cells {missing} have no id (nbformat.validator.normalize adds them)"
+    assert len(set(ids)) == len(ids), f"{path.name}: cell ids repeat"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
