@@ -565,11 +565,16 @@ def ensemble(runs: list, n_boot: int) -> tuple[dict, dict]:
 
 
 def three_class_ensemble(runs: list, n_boot: int) -> dict:
-    """The mean probability of three-class ``runs`` (seeds of one recipe) on the images they share, argmax."""
+    """The mean probability of three-class ``runs`` (seeds of one recipe, or different models) on the images they
+    share, argmax."""
     merged, counts = mean_probs(runs)
-    seeds = ", ".join(str(run.config.get("seed")) for run in runs)
-    return {"model": f"{runs[0].model_name} ({len(runs[0].class_names)} classes)",
-            "lever": f"ensemble of {len(runs)} runs (seeds {seeds}; mean probability), argmax; images "
+    models = sorted({run.model_name for run in runs})
+    if len(models) == 1:
+        members = "seeds " + ", ".join(str(run.config.get("seed")) for run in runs)
+    else:
+        members = ", ".join(f"{run.model_name} seed {run.config.get('seed')}" for run in runs)
+    return {"model": f"{'+'.join(models)} ({len(runs[0].class_names)} classes)",
+            "lever": f"ensemble of {len(runs)} runs ({members}; mean probability), argmax; images "
                      + ", ".join(f"{s} {n}" for s, n in counts.items()),
             **{s: score_classes(*merged[s], n_boot) for s in SPLITS}}  # fmt: skip
 

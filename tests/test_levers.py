@@ -427,3 +427,8 @@ def test_a_three_class_ensemble_averages_the_runs_on_the_images_they_share():
     assert row["lever"].startswith("ensemble of 2 runs (seeds 1, 2") and row["lever"].endswith("val 45, test 30")
     y, mean = runs[0].arrays("test")[0], (runs[0].arrays("test")[1] + runs[1].arrays("test")[1][:30]) / 2
     assert row["test"]["macro-F1"][0] == pytest.approx(f1_score(y, mean.argmax(1), average="macro"), abs=5e-5)
+    assert row["model"] == "mobilenet_025 (3 classes)"
+    runs[0].model_name = "cnn"  # two models: the row names both, and each member by model and seed
+    row = three_class_ensemble(runs, n_boot=50)
+    assert row["model"] == "cnn+mobilenet_025 (3 classes)"
+    assert row["lever"].startswith("ensemble of 2 runs (cnn seed 1, mobilenet_025 seed 2; mean probability)")
