@@ -38,8 +38,8 @@ decision rule of the course (``p(class 1) >= threshold``), with 95% bootstrap in
    class's F1): the argmax (the course's rule); per-class offsets added to ``log p`` before the argmax, chosen on
    validation to maximise its macro-F1 (:func:`class_offsets`, the multi-class counterpart of a threshold); and
    the EM prior shift from each reference prior (the three-class test split has 50 images per class, training
-   about 26/48/26%), also after BCTS; with several three-class runs (seeds of one recipe), also their ensemble
-   (mean probability).
+   about 26/48/26%), also after BCTS; with several three-class runs (seeds of one recipe, or the CNN and MobileNet 0.25), also
+   their ensemble (mean probability).
 
 A diagnostic besides the levers, the **aspect-ratio probe** (:func:`aspect_probe`, notebook 10's stress test):
 every two-class run predicts its validation and test images zoomed in by 1.2 across ("wider"), down ("taller") or
