@@ -365,8 +365,7 @@ def test_the_cnn_takes_its_laptop_recipe_and_refuses_mobilenet_only_variants(cap
                            (["--model", "cnn", "--variants", "deep-finetune"], "not for --model cnn"),
                            (["--variants", "no-stem"], "use them with --model cnn"),
                            (["--model", "cnn", "--epochs", "5", "10"], "one number for the CNN"),
-                           (["--epochs", "5"], "HEAD FINETUNE for MobileNet 0.25"),
-                           (["--hold-out-originals", "--dataset", "pneumonia3"], "use it with --dataset pneumonia")):  # fmt: skip
+                           (["--epochs", "5"], "HEAD FINETUNE for MobileNet 0.25")):  # fmt: skip
         with pytest.raises(SystemExit) as stop:
             train_levers.parse_args(wrong)
         assert stop.value.code == 2 and message in capsys.readouterr().err
@@ -422,14 +421,28 @@ def test_saving_a_cnn_row_keeps_the_mobilenet_row_and_the_other_image_counts_of_
         ("cnn", 0.7), ("cnn", 0.75), ("cnn", 0.85), ("mobilenet_025", 0.9)]
 
 
-def originals_like(n: int = 120, seed: int = 0) -> pd.DataFrame:
-    """A table shaped like load_originals' whose classes differ in aspect ratio and size, as the real ones do."""
+def originals_like(n: int = 120, seed: int = 0, classes: int = 2) -> pd.DataFrame:
+    """A table shaped like load_originals' whose classes differ in aspect ratio and size, as the real ones do
+    (``classes=3``: NORMAL, BACTERIA, VIRUS, VIRUS a little smaller than BACTERIA)."""
     rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    return pd.DataFrame({"file": [f"person{i}_bacteria_{i}.jpeg" if k else f"IM-{i:04d}-0001.jpeg" for i, k in enumerate(y)],
-                         "folder": np.where(y == 1, "PNEUMONIA", "NORMAL"), "y": y, "patient": [f"p{i}" for i in range(n)],
-                         "aspect": np.exp(rng.normal(0.2 + 0.2 * y, 0.12)),
-                         "megapixels": np.exp(rng.normal(0.8 - 0.8 * y, 0.5))})  # fmt: skip
+    y = np.arange(n) % classes
+    kind = np.array(["", "bacteria", "virus"])[y]
+    return pd.DataFrame({"file": [f"person{i}_{k}_{i}.jpeg" if k else f"IM-{i:04d}-0001.jpeg" for i, k in enumerate(kind)],
+                         "folder": np.where(y > 0, "PNEUMONIA", "NORMAL"), "y": y, "patient": [f"p{i}" for i in range(n)],
+                         "aspect": np.exp(rng.normal(0.2 + 0.2 * (y > 0), 0.12)),
+                         "megapixels": np.exp(rng.normal(0.8 - 0.8 * (y > 0) - 0.4 * (y == 2), 0.5))})  # fmt: skip
+
+
+def test_load_originals_labels_the_training_originals_for_two_or_three_classes(tmp_path):
+    manifest = tmp_path / "MANIFEST.csv"
+    pd.DataFrame({"split": ["train", "train", "train", "test"], "label": ["NORMAL", "BACTERIA", "VIRUS", "VIRUS"],
+                  "file": ["IM-0001-0001.jpeg", "person3_bacteria_10.jpeg", "person4_virus_11.jpeg", "person9_virus_1.jpeg"],
+                  "orig_w": [1200, 1000, 900, 224], "orig_h": [1000, 800, 600, 224]}).to_csv(manifest, index=False)  # fmt: skip
+    two, three = (train_levers.load_originals(dataset, manifest) for dataset in ("pneumonia", "pneumonia3"))
+    assert list(two["y"]) == [0, 1, 1] and list(three["y"]) == [0, 1, 2]  # the test split's original is left out
+    assert list(three["folder"]) == ["NORMAL", "PNEUMONIA", "PNEUMONIA"] and list(three["patient"])[1:] == ["person3", "person4"]
+    np.testing.assert_allclose(three["aspect"], [1.2, 1.25, 1.5])
+    np.testing.assert_allclose(three["megapixels"], [1.2, 0.8, 0.54])
 
 
 def test_overlap_weights_balance_the_acquisition_cues_between_the_classes():
@@ -444,6 +457,23 @@ def test_overlap_weights_balance_the_acquisition_cues_between_the_classes():
     normal = table[table["y"] == 0]
     most_like_pneumonia = normal["aspect"].idxmax()  # the widest NORMAL original looks most like a pneumonia one
     assert weights[most_like_pneumonia] > np.median(weights[normal.index])
+
+
+def test_overlap_weights_for_two_classes_are_the_other_classes_propensity_and_nearly_balance_three():
+    from sklearn.linear_model import LogisticRegression
+
+    table = originals_like()
+    cues = np.log(table[["aspect", "megapixels"]].to_numpy())
+    e = LogisticRegression(C=np.inf).fit(cues, table["y"]).predict_proba(cues)[:, 1]
+    np.testing.assert_allclose(train_levers.overlap_weights(table), np.where(table["y"] == 1, 1 - e, e), atol=1e-4)
+    three = originals_like(300, seed=3, classes=3)
+    weights, y = train_levers.overlap_weights(three), three["y"].to_numpy()
+    cues = np.log(three[["aspect", "megapixels"]].to_numpy())
+    plain = np.array([cues[y == k].mean(axis=0) for k in range(3)])
+    weighted = np.array([np.average(cues[y == k], axis=0, weights=weights[y == k]) for k in range(3)])
+    spread = lambda means: np.ptp(means, axis=0)  # noqa: E731  (largest gap between two classes, per cue)
+    assert (spread(plain) > 0.15).all() and (spread(weighted) < spread(plain) / 4).all()
+    assert ((weights > 0) & (weights < 1)).all()
 
 
 def test_without_patients_drops_their_train_and_validation_images_and_duplicates_only_inside_its_block(monkeypatch):
@@ -498,6 +528,60 @@ def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_thres
     expected = (np.array([0.1, 0.6, 0.7, 0.2]) >= out["threshold"]).astype(int) == np.array([0, 0, 1, 1])
     assert out["test_at_threshold"]["accuracy"][0] == expected.mean()
     assert out["spearman_p_with_cue"]["NORMAL"]["aspect"] == round(spearmanr(p[y == 0], table["aspect"][y == 0]).statistic, 3)
+
+
+def test_score_originals_of_a_three_class_run_weighs_its_macro_f1_and_macro_auc(tmp_path):
+    import keras
+    from PIL import Image
+    from scipy.stats import spearmanr
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    table = originals_like(60, seed=4, classes=3)
+    rng = np.random.default_rng(5)
+    brightness = np.clip(60 + 60 * table["y"] + rng.normal(0, 35, len(table)), 0, 255)  # overlapping classes
+    for (folder, name), value in zip(table[["folder", "file"]].itertuples(index=False), brightness, strict=True):
+        (tmp_path / "train" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16), value, np.uint8)).save(tmp_path / "train" / folder / name)
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    slope = np.array([[0.0, 0.01, 0.02]] * 3, np.float32)  # brighter: BACTERIA, brighter still: VIRUS
+    model.layers[-1].set_weights([slope, np.array([0.0, -1.8, -5.4], np.float32)])
+
+    class FakeRun:  # what score_originals reads of a three-class run
+        path, config = tmp_path, {"image_size": 16}
+
+        def load_model(self):
+            return model
+
+    out = train_levers.score_originals(FakeRun(), table, tmp_path, n_boot=50)
+    saved = pd.read_csv(tmp_path / "originals.csv")
+    y, w = saved["y"].to_numpy(), train_levers.overlap_weights(table)
+    probs = saved[["p_NORMAL", "p_BACTERIA", "p_VIRUS"]].to_numpy()
+    np.testing.assert_allclose(saved["p"], 1 - probs[:, 0], atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert "threshold" not in out and len(out["effective_images"]) == 3
+    assert out["macro_F1"] == round(f1_score(y, probs.argmax(1), average="macro"), 4) and out["macro_F1"] > 0.5
+    assert out["weighted_macro_F1"][0] == round(f1_score(y, probs.argmax(1), average="macro", sample_weight=w), 4)
+    assert out["weighted_macro_F1"][1] <= out["weighted_macro_F1"][0] <= out["weighted_macro_F1"][2]
+    assert out["weighted_AUC"][0] == round(roc_auc_score(y, probs, multi_class="ovr", sample_weight=w), 4)
+    assert out["AUC"] == round(roc_auc_score(y, probs, multi_class="ovr"), 4)
+    virus = y == 2
+    assert out["spearman_p_with_cue"]["VIRUS"]["megapixels"] == round(
+        spearmanr(saved["p"][virus], table["megapixels"][virus]).statistic, 3)
+
+
+def test_the_originals_table_of_three_class_runs_shows_their_weighted_macro_f1():
+    three = {"accuracy": [0.8, 0.7, 0.9], "AUC": [0.9, 0.85, 0.95], "macro-F1": [0.78, 0.7, 0.85]}
+    rho = {name: {"aspect": value, "megapixels": 0.0} for name, value in (("NORMAL", 0.3), ("BACTERIA", 0.21), ("VIRUS", -0.05))}
+    originals = {"macro_F1": 0.81, "weighted_macro_F1": [0.79, 0.72, 0.86], "AUC": 0.93, "weighted_AUC": [0.91, 0.87, 0.94],
+                 "spearman_p_with_cue": rho}  # fmt: skip
+    rows = [{"model": "mobilenet_025", "variant": "stretch", "seed": 2, "threshold": None, "val": three,
+             "test": three | {"macro-F1": [0.87, 0.8, 0.92]}, "originals": originals}]  # fmt: skip
+    lines = train_levers.originals_table(rows).splitlines()
+    assert "weighted macro-F1 [95% CI]" in lines[0] and len(lines) == 3
+    assert lines[2] == ("| mobilenet_025 | stretch | 2 | 0.780 | 0.810 | 0.790 [0.720, 0.860] | 0.910 [0.870, 0.940] | "
+                        "0.30, 0.21, -0.05 | 0.870 |")  # fmt: skip
 
 
 def test_the_originals_table_shows_validation_originals_and_test_at_both_thresholds():
