@@ -5,6 +5,7 @@ mixup and deeper fine-tuning compute what they should) and changes the course on
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -490,22 +491,30 @@ def test_without_patients_drops_their_train_and_validation_images_and_duplicates
     assert len(experiment.load_prepared("settings").manifest) == 7
 
 
-def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_threshold(tmp_path):
+def brightness_model_on_originals(folder: Path, table: pd.DataFrame, brightness: np.ndarray, dense: list):
+    """Writes each original of ``table`` under ``folder/train`` as a 16 px grey square of its ``brightness`` and
+    returns a softmax model of the mean brightness with the Dense weights ``dense`` (kernel, bias)."""
     import keras
     from PIL import Image
+
+    for (class_folder, name), value in zip(table[["folder", "file"]].itertuples(index=False), brightness, strict=True):
+        (folder / "train" / class_folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16), value, np.uint8)).save(folder / "train" / class_folder / name)
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(len(dense[1]), activation="softmax")(pooled))
+    model.layers[-1].set_weights([np.asarray(w, np.float32) for w in dense])
+    return model
+
+
+def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_threshold(tmp_path):
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score, roc_curve
 
     table = originals_like(40, seed=1)
     rng = np.random.default_rng(2)
     brightness = np.clip(90 + 60 * table["y"] + rng.normal(0, 40, len(table)), 0, 255)  # overlapping classes
-    for (folder, name), value in zip(table[["folder", "file"]].itertuples(index=False), brightness, strict=True):
-        (tmp_path / "train" / folder).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((16, 16), value, np.uint8)).save(tmp_path / "train" / folder / name)
-    inputs = keras.Input((16, 16, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled))
-    model.layers[-1].set_weights([np.array([[0.0, 0.01]] * 3, np.float32), np.array([0.0, -3.6], np.float32)])
+    model = brightness_model_on_originals(tmp_path, table, brightness, [[[0.0, 0.01]] * 3, [0.0, -3.6]])
 
     class FakeRun:  # what score_originals reads of a run
         path, config = tmp_path, {"image_size": 16}
@@ -531,22 +540,14 @@ def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_thres
 
 
 def test_score_originals_of_a_three_class_run_weighs_its_macro_f1_and_macro_auc(tmp_path):
-    import keras
-    from PIL import Image
     from scipy.stats import spearmanr
     from sklearn.metrics import f1_score, roc_auc_score
 
     table = originals_like(60, seed=4, classes=3)
     rng = np.random.default_rng(5)
     brightness = np.clip(60 + 60 * table["y"] + rng.normal(0, 35, len(table)), 0, 255)  # overlapping classes
-    for (folder, name), value in zip(table[["folder", "file"]].itertuples(index=False), brightness, strict=True):
-        (tmp_path / "train" / folder).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((16, 16), value, np.uint8)).save(tmp_path / "train" / folder / name)
-    inputs = keras.Input((16, 16, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
-    slope = np.array([[0.0, 0.01, 0.02]] * 3, np.float32)  # brighter: BACTERIA, brighter still: VIRUS
-    model.layers[-1].set_weights([slope, np.array([0.0, -1.8, -5.4], np.float32)])
+    slope = [[0.0, 0.01, 0.02]] * 3  # brighter: BACTERIA, brighter still: VIRUS
+    model = brightness_model_on_originals(tmp_path, table, brightness, [slope, [0.0, -1.8, -5.4]])
 
     class FakeRun:  # what score_originals reads of a three-class run
         path, config = tmp_path, {"image_size": 16}
