@@ -547,7 +547,7 @@ def score_originals(run, originals: pd.DataFrame, source: Path, n_boot: int) -> 
     model, size = run.load_model(), int(run.config["image_size"])
     paths = [str(source / "train" / folder / name) for folder, name in zip(originals["folder"], originals["file"], strict=True)]
     probs = np.concatenate([model.predict(load_images(paths[i : i + 64], size), verbose=0) for i in range(0, len(paths), 64)])
-    classes = ["NORMAL", "PNEUMONIA"] if probs.shape[1] == 2 else ["NORMAL", "BACTERIA", "VIRUS"]
+    classes = run.class_names  # NORMAL first: p(pneumonia) = 1 - p(NORMAL)
     p = probs[:, 1] if len(classes) == 2 else 1 - probs[:, 0]
     y, w = originals["y"].to_numpy(), overlap_weights(originals)
     columns = {f"p_{name}": probs[:, k] for k, name in enumerate(classes)} if len(classes) == 3 else {}

@@ -517,7 +517,7 @@ def test_score_originals_weighs_the_images_and_chooses_the_weighted_youden_thres
     model = brightness_model_on_originals(tmp_path, table, brightness, [[[0.0, 0.01]] * 3, [0.0, -3.6]])
 
     class FakeRun:  # what score_originals reads of a run
-        path, config = tmp_path, {"image_size": 16}
+        path, config, class_names = tmp_path, {"image_size": 16}, ["NORMAL", "PNEUMONIA"]
 
         def load_model(self):
             return model
@@ -550,7 +550,7 @@ def test_score_originals_of_a_three_class_run_weighs_its_macro_f1_and_macro_auc(
     model = brightness_model_on_originals(tmp_path, table, brightness, [slope, [0.0, -1.8, -5.4]])
 
     class FakeRun:  # what score_originals reads of a three-class run
-        path, config = tmp_path, {"image_size": 16}
+        path, config, class_names = tmp_path, {"image_size": 16}, ["NORMAL", "BACTERIA", "VIRUS"]
 
         def load_model(self):
             return model
