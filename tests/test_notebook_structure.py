@@ -190,9 +190,52 @@ def test_notebook_relative_links_resolve(path):
     assert not broken, f"{path.name} links to files that do not exist: {broken}"
 
 
-def test_readme_relative_links_resolve():
-    broken = broken_links(README.read_text(encoding="utf-8"), README.parent)
-    assert not broken, f"README.md links to files that do not exist: {broken}"
+DOCS = [README, *sorted(p for p in PROJECT_ROOT.glob("*/*.md") if p.parent.name not in {"outputs", ".venv"})]
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*#*$", FENCE.sub("", markdown), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def broken_anchors(markdown: str, path: Path) -> list[str]:
+    """Links to ``#anchor`` or ``other.md#anchor`` whose document has no such heading."""
+    broken = []
+    for target in INLINE_LINK.findall(FENCE.sub("", markdown)):
+        file, _, anchor = target.partition("#")
+        if not anchor or re.match(r"^[a-z][a-z0-9+.-]*:", file, re.IGNORECASE):
+            continue
+        document = path.parent / unquote(file)
+        if not file:
+            headings = heading_anchors(markdown)
+        elif document.suffix == ".md" and document.is_file():
+            headings = heading_anchors(document.read_text(encoding="utf-8"))
+        else:
+            continue  # not a Markdown file: broken_links checks that it exists
+        if anchor not in headings:
+            broken.append(target)
+    return broken
+
+
+def test_anchor_helpers_follow_github_headings(tmp_path):
+    (tmp_path / "other.md").write_text("# Results in detail\n\n## Three classes: levers\n")
+    page = tmp_path / "page.md"
+    markdown = "## The CNN's recipe\n[a](#the-cnns-recipe) [b](other.md#three-classes-levers) [c](other.md#results)\n[d](#gone)"
+    assert heading_anchors(markdown) == {"the-cnns-recipe"}
+    assert broken_anchors(markdown, page) == ["other.md#results", "#gone"]
+
+
+def test_the_docs_include_the_readme_and_the_detailed_results():
+    assert {README, PROJECT_ROOT / "benchmarks" / "RESULTS.md"} <= set(DOCS)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[p.relative_to(PROJECT_ROOT).as_posix() for p in DOCS])
+def test_doc_links_resolve_to_files_and_headings(path):
+    markdown = path.read_text(encoding="utf-8")
+    files, headings = broken_links(markdown, path.parent), broken_anchors(markdown, path)
+    assert not files, f"{path.name} links to files that do not exist: {files}"
+    assert not headings, f"{path.name} links to headings that do not exist: {headings}"
 
 
 SOLUTIONS = PROJECT_ROOT / "solutions"
