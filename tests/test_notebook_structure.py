@@ -204,16 +204,10 @@ def broken_anchors(markdown: str, path: Path) -> list[str]:
     broken = []
     for target in INLINE_LINK.findall(FENCE.sub("", markdown)):
         file, _, anchor = target.partition("#")
-        if not anchor or re.match(r"^[a-z][a-z0-9+.-]*:", file, re.IGNORECASE):
-            continue
         document = path.parent / unquote(file)
-        if not file:
-            headings = heading_anchors(markdown)
-        elif document.suffix == ".md" and document.is_file():
-            headings = heading_anchors(document.read_text(encoding="utf-8"))
-        else:
-            continue  # not a Markdown file: broken_links checks that it exists
-        if anchor not in headings:
+        if file and (document.suffix != ".md" or not document.is_file()):
+            continue  # a web link or another kind of file: broken_links checks that files exist
+        if anchor and anchor not in heading_anchors(document.read_text(encoding="utf-8") if file else markdown):
             broken.append(target)
     return broken
 
