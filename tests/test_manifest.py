@@ -5,6 +5,7 @@ gone since prepare fail in one line, folder: datasets get hashed folder names, u
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -121,3 +122,30 @@ def test_folder_datasets_with_the_same_name_do_not_collide(tmp_path):
     assert name_a != name_b
     assert name_a.startswith("folder-xrays-") and len(name_a) == len("folder-xrays-") + 8
     assert dataset_dir_name(get_dataset(f"folder:{a}")) == name_a  # stable
+
+
+def _notebook_01_images_folder(settings, dataset: str):
+    """Run notebook 01's "Get the images" cell (the one that calls ``download_dataset``); the folder it picks."""
+    from types import SimpleNamespace
+
+    import nbformat
+
+    from utils.course.config import PROJECT_ROOT
+
+    cells = nbformat.read(PROJECT_ROOT / "notebooks" / "01_download_data.ipynb", as_version=4).cells
+    [source] = [c.source for c in cells if c.cell_type == "code" and "download_dataset(spec" in c.source]
+    namespace = {"ctx": SimpleNamespace(dataset=dataset, settings=settings)}
+    exec(source, namespace)
+    return Path(namespace["folder"])
+
+
+def test_notebook_01_reads_the_images_prepare_dataset_reads(archive, tmp_path, monkeypatch):
+    """Notebook 01 scans the folder that ``prepare`` builds the manifest from: a folder: dataset or CXR_SOURCE, not
+    synthetic images drawn in their place."""
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CXR_PROFILE", "smoke")
+    images = write_tree(tmp_path / "xrays", {"NORMAL/IM-{i:04d}-1.png": 6, "SICK/IM-1{i:03d}-1.png": 6})
+    for settings, dataset in ((get_settings(), f"folder:{images}"), (get_settings().with_(source=archive), "pneumonia")):
+        folder = _notebook_01_images_folder(settings, dataset)
+        assert folder.resolve() == Path(prepare_dataset(settings, dataset).report["source"])
+    assert not (tmp_path / "data" / "raw").exists()  # nothing generated or downloaded
