@@ -281,3 +281,25 @@ def test_images_in_sub_folders_of_a_class_count(tmp_path):
     records, _ = scan_images(get_dataset(f"folder:{root}"), root)
     assert sorted((r.label, r.path.name) for r in records) == [("A", "a0.png"), ("A", "a1.png"), ("A", "b0.png"),
                                                                 ("B", "c0.png")]  # fmt: skip
+
+
+def test_notebook_02_runs_on_a_folder_dataset_without_a_normal_class_named_normal(tmp_path, monkeypatch):
+    """The exploration notebook takes its class names and healthy class from the data, not from Kermany's names:
+    it runs on the COVID-19 database's class names (``Normal`` among four), here random images in a folder."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from utils.course.cli import main
+    from utils.course.config import PROJECT_ROOT
+
+    names = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+    images = write_tree(tmp_path / "xr", {f"{name}/{name[0]}{{i}}.png": 12 for name in names})
+    for name, value in {"CXR_DATASET": f"folder:{images}", "CXR_DATA_DIR": tmp_path / "data",
+                        "CXR_OUTPUT_DIR": tmp_path / "out", "CXR_PROFILE": "smoke"}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+    assert main(["prepare"]) == 0
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "02_eda.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(PROJECT_ROOT / "notebooks")}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("normal_share" in o.get("data", {}).get("text/plain", "") for o in outputs)
