@@ -173,7 +173,8 @@ def test_missing_packages_never_lists_tensorflow_or_keras():
 
 
 def test_install_missing_pins_the_installed_tensorflow_and_keras(monkeypatch, capsys):
-    monkeypatch.setattr(notebook, "missing_packages", lambda required=None: ["seaborn"])
+    asked = []
+    monkeypatch.setattr(notebook, "missing_packages", lambda required: asked.append(required) or ["seaborn"])
     commands = []
 
     def fake_pip(command):
@@ -183,7 +184,10 @@ def test_install_missing_pins_the_installed_tensorflow_and_keras(monkeypatch, ca
         return SimpleNamespace(returncode=0)
 
     assert install_missing(run=fake_pip) == ["seaborn"]
-    command, constraints = commands
+    assert install_missing(("gradio",), run=fake_pip) == ["seaborn"]  # notebook 11's packages, the same pins
+    assert asked == [notebook.COLAB_PACKAGES, ("gradio",)]
+    command, constraints = commands[:2]
+    assert commands[2][-1] == "seaborn" and commands[3] == constraints
     assert command[:5] == [sys.executable, "-m", "pip", "install", "-q"] and command[-1] == "seaborn"
     from importlib import metadata
 
@@ -198,10 +202,10 @@ def test_install_missing_pins_the_installed_tensorflow_and_keras(monkeypatch, ca
 
 
 def test_install_missing_failure_and_nothing_to_do(monkeypatch):
-    monkeypatch.setattr(notebook, "missing_packages", lambda required=None: ["kaggle", "scipy"])
+    monkeypatch.setattr(notebook, "missing_packages", lambda required: ["kaggle", "scipy"])
     with pytest.raises(NotebookSetupError, match="pip could not install kaggle, scipy: check the internet connection"):
         install_missing(run=lambda command: SimpleNamespace(returncode=1))
-    monkeypatch.setattr(notebook, "missing_packages", lambda required=None: [])
+    monkeypatch.setattr(notebook, "missing_packages", lambda required: [])
 
     def never(command):
         raise AssertionError("pip ran with nothing to install")

@@ -78,9 +78,10 @@ def missing_packages(required: tuple[str, ...] = COLAB_PACKAGES) -> list[str]:
     return [name for name in required if name not in PROTECTED and not _version(name)]
 
 
-def install_missing(run=subprocess.run) -> list[str]:
-    """``pip install`` the missing packages, with the installed TensorFlow and Keras pinned so none is replaced."""
-    missing = missing_packages()
+def install_missing(required: tuple[str, ...] = COLAB_PACKAGES, run=subprocess.run) -> list[str]:
+    """``pip install`` the packages of ``required`` that are missing, with the installed TensorFlow and Keras pinned
+    so that none is replaced (pip then also keeps what they need, such as their protobuf)."""
+    missing = missing_packages(required)
     if missing:
         pins = [f"{n}=={version}" for n in PROTECTED if (version := _version(n))]  # e.g. no tf-keras: not pinned
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
