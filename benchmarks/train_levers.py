@@ -215,6 +215,12 @@ def _layers():
     return RandomGamma, RandomBlur
 
 
+def _layer_seed(seed: int | None, index: int) -> int | None:
+    """The seed of a variant's layer ``index``, numbered like ``utils.data.build_augmentation``'s (seed + index):
+    layers with one seed draw the same numbers, so every layer needs its own."""
+    return None if seed is None else seed + index
+
+
 def build_strong_intensity(seed: int | None = None):
     """The course's geometric layers (taken from ``utils.data.build_augmentation``), then stronger intensity ones."""
     import keras
@@ -226,12 +232,12 @@ def build_strong_intensity(seed: int | None = None):
     return keras.Sequential(
         [
             *geometric,
-            layers.RandomBrightness(0.3, value_range=(0, 255), seed=seed),
+            layers.RandomBrightness(0.3, value_range=(0, 255), seed=_layer_seed(seed, 3)),
             # A tuple: Keras 3 reads a single float f as contrast factors in [1, 1 + f] (never lower contrast);
             # (0.5, 0.5) gives [0.5, 1.5], i.e. +-0.5.
-            layers.RandomContrast((0.5, 0.5), value_range=(0, 255), seed=seed),
-            random_gamma(0.7, 1.5, seed=seed, name="random_gamma"),  # clips to [0, 255] first
-            random_blur(1.0, 1.0, seed=seed, name="random_blur"),  # clips to [0, 255] at the end
+            layers.RandomContrast((0.5, 0.5), value_range=(0, 255), seed=_layer_seed(seed, 4)),
+            random_gamma(0.7, 1.5, seed=_layer_seed(seed, 5), name="random_gamma"),  # clips to [0, 255] first
+            random_blur(1.0, 1.0, seed=_layer_seed(seed, 6), name="random_blur"),  # clips to [0, 255] at the end
         ],
         name="augmentation",
     )
@@ -245,7 +251,8 @@ def build_stretch(seed: int | None = None):
 
     return keras.Sequential(
         [*ORIGINAL_BUILD(seed).layers,
-         layers.RandomZoom(height_factor=(-STRETCH, 0.0), width_factor=(-STRETCH, 0.0), seed=seed, name="random_stretch")],
+         layers.RandomZoom(height_factor=(-STRETCH, 0.0), width_factor=(-STRETCH, 0.0), seed=_layer_seed(seed, 5),
+                           name="random_stretch")],
         name="augmentation",
     )  # fmt: skip
 
@@ -260,9 +267,9 @@ def build_strong_geometric(seed: int | None = None):
                  if isinstance(layer, layers.RandomBrightness | layers.RandomContrast)]  # fmt: skip
     return keras.Sequential(
         [
-            layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
-            layers.RandomZoom(0.2, fill_mode="constant", seed=seed),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+            layers.RandomRotation(10 / 360, fill_mode="constant", seed=_layer_seed(seed, 0)),
+            layers.RandomZoom(0.2, fill_mode="constant", seed=_layer_seed(seed, 1)),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=_layer_seed(seed, 2)),
             *intensity,
         ],
         name="augmentation",

@@ -181,3 +181,16 @@ def test_make_data_uses_the_training_split_for_the_weights(manifest):
     assert data.class_weight != class_weights(manifest["label"], CLASSES)  # not the whole manifest's
     counts = {name: sum(len(y) for _, y in getattr(data, name)) for name in ("train", "val", "test")}
     assert counts == {"train": 8, "val": 3, "test": 3}
+
+
+def test_augmentation_layers_draw_their_own_random_numbers():
+    """Layers given one seed draw the same numbers: each image's exposure and contrast (and rotation, zoom and
+    shift) would move together. Per image, the brightness shift and the contrast factor must be unrelated."""
+    layers = {layer.name.split("_")[1]: layer for layer in build_augmentation(seed=0).layers}
+    assert len({layer.seed for layer in layers.values()}) == len(layers)
+    x = tf.constant(np.tile(np.where(np.arange(SIZE)[:, None] < SIZE // 2, 100.0, 150.0), (64, 1, 1))[..., None],
+                    tf.float32)  # fmt: skip
+    shift = (tf.reduce_mean(layers["brightness"](x, training=True), axis=(1, 2, 3)) - 125.0).numpy()
+    factor = (tf.math.reduce_std(layers["contrast"](x, training=True), axis=(1, 2, 3)) / 25.0).numpy()
+    assert shift.std() > 5 and factor.std() > 0.05  # both draw a number per image
+    assert abs(np.corrcoef(np.argsort(np.argsort(shift)), np.argsort(np.argsort(factor)))[0, 1]) < 0.5

@@ -635,3 +635,12 @@ def test_a_trained_variant_is_recorded_in_its_run_for_levers(synthetic_source, t
     details = json.loads((tmp_path / "levers" / "levers.json").read_text())["details"]["cnn"]
     assert "repredicted_levers_skipped" not in details
     assert set(details["aspect"]) == {"val", "test"} and data.load_image is original
+
+
+@pytest.mark.parametrize("variant", ["baseline", "strong-intensity", "stretch", "strong-geometric"])
+def test_every_augmentation_layer_of_a_variant_has_its_own_seed(variant):
+    """Layers with one seed draw the same numbers (tests/test_data.py): no two layers of a variant share one."""
+    with train_levers.augmentation(variant):
+        augment = data.build_augmentation(42)
+    seeds = [layer.seed for layer in augment.layers]
+    assert len(set(seeds)) == len(seeds) and min(seeds) == 42

@@ -32,14 +32,18 @@ def load_image(path: str | tf.Tensor, image_size: int) -> tf.Tensor:
 
 # saved in utils/data.py
 def build_augmentation(seed: int | None = None) -> keras.Sequential:
-    """Small, plausible changes of a chest X-ray: rotation +-5 degrees, zoom and shift, exposure and contrast."""
+    """Small, plausible changes of a chest X-ray: rotation +-5 degrees, zoom and shift, exposure and contrast.
+
+    Each layer gets a seed of its own: layers with the same seed draw the same random numbers, and every image's
+    rotation, zoom, shift, exposure and contrast would then move together."""
+    seeds = [None if seed is None else seed + i for i in range(5)]
     return keras.Sequential(
         [
-            layers.RandomRotation(5 / 360, fill_mode="constant", seed=seed),  # empty corners stay black
-            layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
-            layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed),
-            layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed),
-            layers.RandomContrast((0.2, 0.2), value_range=(0, 255), seed=seed),  # x0.8 to x1.2 (0.2 alone: x1 to x1.2)
+            layers.RandomRotation(5 / 360, fill_mode="constant", seed=seeds[0]),  # empty corners stay black
+            layers.RandomZoom(0.1, fill_mode="constant", seed=seeds[1]),
+            layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seeds[2]),
+            layers.RandomBrightness(0.1, value_range=(0, 255), seed=seeds[3]),
+            layers.RandomContrast((0.2, 0.2), value_range=(0, 255), seed=seeds[4]),  # x0.8 to x1.2 (0.2 alone: x1 to x1.2)
         ],
         name="augmentation",
     )
