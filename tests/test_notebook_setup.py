@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import warnings
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -104,6 +105,7 @@ def test_setup_without_kermany_picks_synthetic_and_says_so(notebook_env, capsys)
     out = capsys.readouterr().out
     assert out.startswith("profile  laptop: CPU: 128 px")
     assert "dataset  synthetic (no Kermany download" in out and "devices CPU only" in out
+    assert f"versions tensorflow {metadata.version('tensorflow')}, keras {metadata.version('keras')}" in out
     assert "SYNTHETIC DATA: generated images, NOT real chest X-rays" in out
     assert pd.get_option("display.precision") == 3 and matplotlib.rcParams["image.cmap"] == "gray"
     assert setup_notebook(colab=False, quiet=True) == ctx  # running the cell twice does no harm
@@ -189,7 +191,6 @@ def test_install_missing_pins_the_installed_tensorflow_and_keras(monkeypatch, ca
     command, constraints = commands[:2]
     assert commands[2][-1] == "seaborn" and commands[3] == constraints
     assert command[:5] == [sys.executable, "-m", "pip", "install", "-q"] and command[-1] == "seaborn"
-    from importlib import metadata
 
     installed = {}
     for name in PROTECTED:

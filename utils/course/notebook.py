@@ -177,7 +177,8 @@ def setup_notebook(colab: bool | None = None, quiet: bool = False) -> NotebookCo
         p = ctx.profile
         print(f"profile  {p.name}: {p.description}\ndataset  {dataset} ({reason})\noutputs  {ctx.output_dir}\n"
               f"weights  {settings.weights}   seed {settings.seed}   devices {', '.join(gpus) or 'CPU only'}"
-              + (" (Colab)" if colab else ""))  # fmt: skip
+              + (" (Colab)" if colab else "")
+              + f"\nversions tensorflow {_version('tensorflow')}, keras {_version('keras')}")  # fmt: skip
         if p.name == "full" and not gpus:
             print("WARNING: the full profile on a CPU takes many hours: set CXR_PROFILE=laptop and re-run.")
         if ctx.synthetic:
