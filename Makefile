@@ -58,6 +58,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/pipeline.py --source shared
 	$(BIN)/python benchmarks/real_data.py --models cnn mobilenet_025 --profile laptop
 	$(BIN)/python benchmarks/levers.py
+	$(BIN)/python benchmarks/calibration.py outputs/benchmarks/runs/pneumonia/cnn outputs/benchmarks/runs/pneumonia/mobilenet_025
 	$(BIN)/python benchmarks/real_data.py --models mobilenet_025 --dataset pneumonia3 --seeds 42 1 2
 	$(BIN)/python benchmarks/export.py
 

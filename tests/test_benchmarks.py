@@ -160,3 +160,35 @@ def test_real_data_json_keeps_other_models_rows(tmp_path):
     save(path, [row, row | {"model": "mobilenet_025", "profile": "full", "image_size": 224}])
     save(path, [row | {"auc": 0.9}])
     assert [(r["model"], r["auc"]) for r in json.loads(path.read_text())] == [("mobilenet_025", 0.5), ("cnn", 0.9)]
+
+
+def test_calibration_prints_each_runs_corrections_as_measured_here(quick_real_data, capsys):
+    """benchmarks/calibration.py's table against the ECE and log-loss computed here from the run's predictions."""
+    from sklearn.metrics import log_loss
+
+    from utils.course.runs import load_run
+    from utils.metrics import apply_temperature, calibration_error, fit_temperature
+
+    output, _ = quick_real_data
+    run_dirs = [Path(row["run_dir"]) for row in json.loads((output / "real_data.json").read_text())]
+    calibration = load_script("calibration")
+    capsys.readouterr()
+    assert calibration.main([str(d) for d in run_dirs]) == 0
+    rows = [r for r in table_rows(capsys.readouterr().out) if not r[0].startswith("run ")]  # no header
+    assert len(rows) == 4 * len(run_dirs)
+    for run_dir in run_dirs:
+        run = load_run(run_dir)
+        y, saved = run.arrays("val")
+        p = saved / saved.sum(axis=1, keepdims=True)
+        train = run.manifest().query("split == 'train'")["label"]
+        prior = np.array([(train == name).mean() for name in run.class_names])
+        moved = p * prior / (p * prior).sum(axis=1, keepdims=True)
+        t = fit_temperature(y, p)
+        expected = {"as trained": p, "temperature": apply_temperature(p, t), "training prior": moved}
+        mine = {r[1]: r for r in rows if r[0] == f"{run.model_name}, synthetic, seed 42"}
+        assert set(mine) == {*expected, "prior, then temperature"}
+        assert mine["temperature"][2] == f"{t:.2f}" and mine["as trained"][2] == "1.00"
+        for name, probs in expected.items():
+            assert mine[name][3] == f"{calibration_error(y, probs):.3f}"
+            assert mine[name][4] == f"{log_loss(y, probs, labels=range(p.shape[1])):.3f}"
+        assert float(mine["temperature"][4]) <= float(mine["as trained"][4])  # T minimises the log-loss

@@ -1,0 +1,71 @@
+"""How calibrated the trained runs' validation probabilities are, and what notebook 09's two corrections do.
+
+Usage (from the repository root)::
+
+    python benchmarks/calibration.py RUN_DIR [RUN_DIR ...]
+
+For each run (a run folder; a model folder stands for its ``LATEST`` run), on its validation split: the expected
+calibration error (``utils.metrics.calibration_error``, 10 equal-width bins) and the log-loss of the probabilities
+as trained; after temperature scaling (``fit_temperature``, fitted on that same split); after re-weighting to the
+training split's class shares (the prior that training with balanced class weights took away: ``p_c * share_c``,
+renormalised); and after both (the temperature fitted on the re-weighted probabilities). Validation only: the
+numbers describe fits made on it, not how they transfer. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sklearn.metrics import log_loss  # noqa: E402
+
+from utils.course.runs import load_run  # noqa: E402
+from utils.metrics import apply_temperature, calibration_error, fit_temperature  # noqa: E402
+
+
+def training_prior(run) -> np.ndarray:
+    """The class shares of the run's training images, in the order of its classes."""
+    labels = run.manifest().query("split == 'train'")["label"]
+    return labels.value_counts(normalize=True).reindex(run.class_names, fill_value=0).to_numpy()
+
+
+def reweight(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Probabilities of a model trained as if every class were equally common, moved to the class shares ``prior``."""
+    moved = probs * prior
+    return moved / moved.sum(axis=1, keepdims=True)
+
+
+def calibration_rows(run) -> dict[str, tuple[float, float, float]]:
+    """``{correction: (temperature, ECE, log-loss)}`` on the run's validation split."""
+    y, saved = run.arrays("val")
+    probs = saved / saved.sum(axis=1, keepdims=True)  # the saved, rounded probabilities sum to 1 again
+    moved = reweight(probs, training_prior(run))
+    t_plain, t_moved = fit_temperature(y, probs), fit_temperature(y, moved)
+    versions = {"as trained": (1.0, probs), "temperature": (t_plain, apply_temperature(probs, t_plain)),
+                "training prior": (1.0, moved), "prior, then temperature": (t_moved, apply_temperature(moved, t_moved))}  # fmt: skip
+    labels = range(probs.shape[1])
+    return {name: (t, calibration_error(y, p), log_loss(y, p, labels=labels)) for name, (t, p) in versions.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (or model folders: their LATEST run)")
+    args = parser.parse_args(argv)
+    print("| run (model, dataset, seed) | correction | T | val ECE | val log-loss |\n|---|---|---|---|---|")
+    for folder in args.runs:
+        run = load_run(folder)
+        for name, (t, ece, loss) in calibration_rows(run).items():
+            title = f"{run.model_name}, {run.config.get('dataset')}, seed {run.config.get('seed')}"
+            print(f"| {title} | {name} | {t:.2f} | {ece:.3f} | {loss:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
