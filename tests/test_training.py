@@ -26,6 +26,7 @@ from utils.training import (
     compile_and_fit,
     fit_two_phase,
     freeze_backbone,
+    kept_epoch,
     make_callbacks,
     read_history,
     unfreeze_top,
@@ -267,3 +268,22 @@ def test_fit_two_phase_keeps_phase_1_when_fine_tuning_does_not_help(tmp_path, mo
     fit_two_phase(model, backbone, None, tmp_path, profile(learning_rate=0.002), pretrained=True)
     assert marks == {"head": 0.002, "finetune": pytest.approx(0.0002)}  # phase 2 at a 10x smaller rate
     np.testing.assert_array_equal(model.get_layer("head_output").get_weights()[0], 1.0)
+
+
+@pytest.mark.parametrize("aucs", [[0.90, 0.95, 0.9505, 0.9508, 0.94], [0.5, 0.6, 0.7], [0.8, 0.8, 0.8],
+                                  [0.90, 0.9009, 0.9018, 0.9027, 0.9036]])  # fmt: skip
+def test_kept_epoch_is_the_epoch_early_stopping_restores(aucs, tmp_path):
+    """The course's EarlyStopping (from make_callbacks) fed these validation AUCs, with the model's one weight set to
+    the epoch number: the weight it restores at the end is the epoch kept_epoch names."""
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((2, 1)), np.eye(2))).batch(2)
+    [stopping] = [c for c in make_callbacks(ds, tmp_path, patience=99, phase="t")
+                  if isinstance(c, keras.callbacks.EarlyStopping)]  # fmt: skip
+    model = keras.Sequential([keras.Input((1,)), layers.Dense(1, use_bias=False)])
+    stopping.set_model(model)
+    stopping.on_train_begin()
+    for epoch, auc in enumerate(aucs):
+        model.set_weights([np.full((1, 1), float(epoch))])
+        stopping.on_epoch_end(epoch, {"val_auc": auc})
+    stopping.on_train_end()
+    assert kept_epoch(aucs) == int(model.get_weights()[0][0, 0])
+    assert kept_epoch([0.90, 0.95, 0.9505]) == 1 != int(np.argmax([0.90, 0.95, 0.9505]))  # the highest is not kept

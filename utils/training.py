@@ -69,6 +69,17 @@ def make_callbacks(val_ds: tf.data.Dataset, run_dir: Path, patience: int, phase:
 
 
 # saved in utils/training.py
+def kept_epoch(val_aucs: list[float], min_delta: float = 0.001) -> int:
+    """The epoch (0-based) whose weights EarlyStopping restores: the last one that beat the best AUC before it by at
+    least ``min_delta`` (``make_callbacks``'s gain), not necessarily the highest AUC."""
+    kept = 0
+    for epoch, auc in enumerate(val_aucs):
+        if auc - min_delta > val_aucs[kept]:
+            kept = epoch
+    return kept
+
+
+# saved in utils/training.py
 def compile_and_fit(
     model: keras.Model,
     data: Data,
