@@ -7,8 +7,8 @@ Usage (from the repository root)::
 For each run (a run folder; a model folder stands for its ``LATEST`` run), on its validation split: the expected
 calibration error (``utils.metrics.calibration_error``, 10 equal-width bins) and the log-loss of the probabilities
 as trained; after temperature scaling (``fit_temperature``, fitted on that same split); after re-weighting to the
-training split's class shares (the prior that training with balanced class weights took away: ``p_c * share_c``,
-renormalised); and after both (the temperature fitted on the re-weighted probabilities). Validation only: the
+training split's class shares (the prior that training with balanced class weights took away: ``levers.reweight``
+from the class-weighted prior to ``levers.train_priors``' manifest shares); and after both (the temperature fitted on the re-weighted probabilities). Validation only: the
 numbers describe fits made on it, not how they transfer. Prints a Markdown table.
 """
 
@@ -19,34 +19,24 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from levers import reweight, train_priors  # noqa: E402  (the EM lever's re-weighting and reference priors)
 from sklearn.metrics import log_loss  # noqa: E402
 
 from utils.course.runs import load_run  # noqa: E402
 from utils.metrics import apply_temperature, calibration_error, fit_temperature  # noqa: E402
 
 
-def training_prior(run) -> np.ndarray:
-    """The class shares of the run's training images, in the order of its classes."""
-    labels = run.manifest().query("split == 'train'")["label"]
-    return labels.value_counts(normalize=True).reindex(run.class_names, fill_value=0).to_numpy()
-
-
-def reweight(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """Probabilities of a model trained as if every class were equally common, moved to the class shares ``prior``."""
-    moved = probs * prior
-    return moved / moved.sum(axis=1, keepdims=True)
-
-
 def calibration_rows(run) -> dict[str, tuple[float, float, float]]:
     """``{correction: (temperature, ECE, log-loss)}`` on the run's validation split."""
     y, saved = run.arrays("val")
     probs = saved / saved.sum(axis=1, keepdims=True)  # the saved, rounded probabilities sum to 1 again
-    moved = reweight(probs, training_prior(run))
+    priors = train_priors(run)  # the training shares, and the prior the class-weighted loss saw
+    moved = reweight(probs, priors["manifest"] / priors["class-weighted"])
     t_plain, t_moved = fit_temperature(y, probs), fit_temperature(y, moved)
     versions = {"as trained": (1.0, probs), "temperature": (t_plain, apply_temperature(probs, t_plain)),
                 "training prior": (1.0, moved), "prior, then temperature": (t_moved, apply_temperature(moved, t_moved))}  # fmt: skip

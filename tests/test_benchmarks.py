@@ -167,6 +167,7 @@ def test_calibration_prints_each_runs_corrections_as_measured_here(quick_real_da
     from sklearn.metrics import log_loss
 
     from utils.course.runs import load_run
+    from utils.data import class_weights
     from utils.metrics import apply_temperature, calibration_error, fit_temperature
 
     output, _ = quick_real_data
@@ -181,8 +182,11 @@ def test_calibration_prints_each_runs_corrections_as_measured_here(quick_real_da
         y, saved = run.arrays("val")
         p = saved / saved.sum(axis=1, keepdims=True)
         train = run.manifest().query("split == 'train'")["label"]
-        prior = np.array([(train == name).mean() for name in run.class_names])
-        moved = p * prior / (p * prior).sum(axis=1, keepdims=True)
+        shares = np.array([(train == name).mean() for name in run.class_names])
+        weights = class_weights(train, run.class_names)  # the loss saw shares x weights: move from that to shares
+        seen = shares * np.array([weights[i] for i in range(len(shares))])
+        ratio = shares / (seen / seen.sum())
+        moved = p * ratio / (p * ratio).sum(axis=1, keepdims=True)
         t = fit_temperature(y, p)
         expected = {"as trained": p, "temperature": apply_temperature(p, t), "training prior": moved}
         mine = {r[1]: r for r in rows if r[0] == f"{run.model_name}, synthetic, seed 42"}

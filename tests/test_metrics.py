@@ -3,6 +3,8 @@ examples. The bootstrap tests pin its percentiles and its resampling (every imag
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +23,7 @@ from utils.metrics import (
     roc_auc,
     scores,
     scores_with_ci,
+    shared_predictions,
     table,
 )
 
@@ -344,3 +347,22 @@ def test_mcnemar_without_disagreement_and_symmetry():
     y, a, b = paired(6, 1)
     assert mcnemar(y, a, b)["p_value"] == mcnemar(y, b, a)["p_value"]
     assert (mcnemar(y, b, a)["b"], mcnemar(y, b, a)["c"]) == (1, 6)
+
+
+def test_shared_predictions_scores_every_run_on_the_same_images():
+    """A recipe's run validated on more images than a profile's sample: both come back on the images they share,
+    in one order, labels mapped to each run's class indices."""
+
+    def fake_run(paths, p1):
+        labels = ["NORMAL" if p < 0.5 else "PNEUMONIA" for p in p1]
+        rows = pd.DataFrame({"path": paths, "label": labels, "split": "val", "p_NORMAL": 1 - np.array(p1),
+                             "p_PNEUMONIA": p1})  # fmt: skip
+        test_row = rows.iloc[:1].assign(split="test", path="t.png")
+        return SimpleNamespace(class_names=["NORMAL", "PNEUMONIA"], predictions=lambda: pd.concat([rows, test_row]))
+
+    runs = {"all": fake_run(["a", "b", "c", "d"], [0.1, 0.9, 0.2, 0.8]), "sample": fake_run(["d", "b"], [0.7, 0.6])}
+    shared = shared_predictions(runs, "val")
+    np.testing.assert_array_equal(shared["all"][0], [1, 1])  # b and d, sorted
+    np.testing.assert_allclose(shared["all"][1][:, 1], [0.9, 0.8])
+    np.testing.assert_allclose(shared["sample"][1][:, 1], [0.6, 0.7])
+    assert shared_predictions(runs, "test")["sample"][1].shape == (1, 2)  # the split given, not validation

@@ -257,7 +257,8 @@ def test_notebook_09_chooses_everything_on_validation_before_it_opens_test():
     first_test = next(i for i, s in enumerate(code) if 'arrays("test")' in s)
     chosen = {name: next(i for i, s in enumerate(code) if re.search(rf"^{name} = ", s, re.M))
               for name in ("validation", "best, runner_up", "threshold", "temperature")}  # fmt: skip
-    assert "split == 'val'" in code[chosen["validation"]] and not re.search(r"['\"]test['\"]", code[chosen["validation"]])
+    assert 'shared_predictions(runs, "val")' in code[chosen["validation"]]
+    assert not re.search(r"['\"]test['\"]", code[chosen["validation"]])
     assert "validation" in code[chosen["best, runner_up"]]
     assert "y_val, p_val" in code[chosen["threshold"]] and "y_val, p_val" in code[chosen["temperature"]]
     assert max(chosen.values()) < first_test, f"cells {chosen} must all come before the first test cell {first_test}"

@@ -26,6 +26,18 @@ def roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
 
 
 # saved in utils/metrics.py
+def shared_predictions(runs: dict, split: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (y_true, probs)}`` of every run on the images of ``split`` that all of them predicted: a model's recipe
+    may validate on the whole split where the profile takes a sample, and scores of different images do not compare."""
+    frames = {name: run.predictions() for name, run in runs.items()}
+    rows = {name: frame[frame["split"] == split].set_index("path") for name, frame in frames.items()}
+    shared = sorted(set.intersection(*(set(r.index) for r in rows.values())))
+    return {name: (rows[name].loc[shared, "label"].map(run.class_names.index).to_numpy(),
+                   rows[name].loc[shared, [f"p_{c}" for c in run.class_names]].to_numpy(float))
+            for name, run in runs.items()}  # fmt: skip
+
+
+# saved in utils/metrics.py
 def choose_threshold(y_val: np.ndarray, probs_val: np.ndarray) -> float:
     """The threshold on p(class 1) that maximises Youden's J = sensitivity + specificity - 1 on the validation split."""
     fpr, tpr, thresholds = metrics.roc_curve(y_val, probs_val[:, 1])
