@@ -22,11 +22,11 @@ from utils.models import MOBILENET_025, build_cnn, build_transfer_model
 from utils.training import (
     EpochLog,
     ValidationAUC,
-    best_val_auc,
     compile_and_fit,
     fit_two_phase,
     freeze_backbone,
     kept_epoch,
+    kept_val_auc,
     make_callbacks,
     read_history,
     unfreeze_top,
@@ -245,8 +245,10 @@ def test_read_history_joins_phases_and_drops_a_resumed_epoch(tmp_path):
     assert table["phase"].tolist() == ["head", "head", "finetune", "finetune"]
     assert table["val_auc"].tolist() == [0.6, 0.7, 0.65, 0.8]  # the epoch logged twice: its last line
     assert read_history(tmp_path, "head")["val_auc"].tolist() == [0.6, 0.7]
-    assert best_val_auc(tmp_path, "head") == 0.7 and best_val_auc(tmp_path, "finetune") == 0.8
-    assert best_val_auc(tmp_path, "train") == float("-inf")
+    assert kept_val_auc(tmp_path, "head") == 0.7 and kept_val_auc(tmp_path, "finetune") == 0.8
+    assert kept_val_auc(tmp_path, "train") == float("-inf")
+    pd.DataFrame({"epoch": [0, 1, 2], "val_auc": [0.90, 0.95, 0.9505]}).to_csv(tmp_path / "history-head.csv", index=False)
+    assert kept_val_auc(tmp_path, "head") == 0.95  # EarlyStopping kept epoch 1: epoch 2 gained less than min_delta
     assert read_history(tmp_path / "nothing").empty
 
 

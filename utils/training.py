@@ -143,7 +143,7 @@ def fit_two_phase(model: keras.Model, backbone: Backbone, data: Data, run_dir: P
         unfreeze_top(model, backbone.unfreeze_from)
     compile_and_fit(model, data, run_dir, epochs=profile.finetune_epochs, learning_rate=profile.learning_rate / 10,
                     patience=profile.patience, phase="finetune", first_epoch=len(read_history(run_dir, "head")))  # fmt: skip
-    if best_val_auc(run_dir, "finetune") < best_val_auc(run_dir, "head"):
+    if kept_val_auc(run_dir, "finetune") < kept_val_auc(run_dir, "head"):
         model.load_weights(head_file)
 
 
@@ -156,7 +156,10 @@ def read_history(run_dir: Path, phase: str | None = None) -> pd.DataFrame:
     return table.drop_duplicates("epoch", keep="last").reset_index(drop=True)  # a resumed epoch is logged twice
 
 
-def best_val_auc(run_dir: Path, phase: str) -> float:
-    """The best validation AUC one phase reached (-inf when it ran no epoch)."""
+def kept_val_auc(run_dir: Path, phase: str) -> float:
+    """The validation AUC of the weights one phase kept: its ``kept_epoch``'s (-inf when it ran no epoch)."""
     history = read_history(run_dir, phase)
-    return float(history["val_auc"].max()) if len(history) else float("-inf")
+    if history.empty:
+        return float("-inf")
+    aucs = history["val_auc"].tolist()
+    return float(aucs[kept_epoch(aucs)])
