@@ -14,8 +14,10 @@ import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from sklearn import metrics  # noqa: E402
 
+from utils.course.datasets import get_dataset  # noqa: E402
 from utils.plots import (  # noqa: E402
     CLASS_COLORS,
+    SPARE_COLORS,
     class_color,
     plot_history,
     plot_images,
@@ -44,8 +46,14 @@ def legend(ax) -> list[str]:
 
 def test_class_colors():
     assert class_color("PNEUMONIA") == class_color("pneumonia") == CLASS_COLORS["PNEUMONIA"]
-    assert class_color("Lung_Opacity") == "#7f7f7f"
-    assert len(set(CLASS_COLORS.values())) == len(CLASS_COLORS)  # no two classes share a colour
+    assert class_color("NORMAL 0.91") == CLASS_COLORS["NORMAL"]  # a title that starts with the class
+    covid = get_dataset("covid19-radiography").classes
+    assert len({class_color(name) for name in covid}) == len(covid)  # four classes, four colours
+    assert class_color("Viral Pneumonia 0.8") == CLASS_COLORS["VIRAL PNEUMONIA"] != class_color("PNEUMONIA")
+    colors = set(CLASS_COLORS.values()) | set(SPARE_COLORS)
+    assert len(colors) == len(CLASS_COLORS) + len(SPARE_COLORS)  # no two classes share a colour, none is spare twice
+    assert class_color("Effusion") == class_color("effusion 0.7") in SPARE_COLORS  # an unknown class: one spare colour
+    assert {class_color(name) for name in ("Effusion", "Nodule", "Mass", "Atelectasis")} <= set(SPARE_COLORS)
 
 
 def test_plot_images_titles_each_image_in_its_class_colour():
@@ -57,7 +65,7 @@ def test_plot_images_titles_each_image_in_its_class_colour():
     shown = [ax for ax in fig.axes if ax.images]
     assert len(fig.axes) == 8 and len(shown) == 7  # a 2 x 4 grid, the last cell empty
     assert [ax.get_title() for ax in shown] == names
-    assert [to_hex(ax.title.get_color()) for ax in shown] == [class_color(n.split()[0]) for n in names]
+    assert [to_hex(ax.title.get_color()) for ax in shown] == [class_color(n) for n in names]
     assert shown[1].images[0].get_clim() == (0, 255)  # no per-image contrast stretch
     np.testing.assert_array_equal(shown[1].images[0].get_array(), images[1, ..., 0])
 

@@ -4,6 +4,8 @@ every class keeps one colour across the course (:data:`CLASS_COLORS`)."""
 
 from __future__ import annotations
 
+import zlib
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -13,12 +15,20 @@ from sklearn import metrics
 
 from .gradcam import overlay
 
-CLASS_COLORS = {"NORMAL": "#1f77b4", "PNEUMONIA": "#d62728", "BACTERIA": "#ff7f0e", "VIRUS": "#9467bd"}
+CLASS_COLORS = {"NORMAL": "#1f77b4", "PNEUMONIA": "#d62728", "BACTERIA": "#ff7f0e", "VIRUS": "#9467bd",
+                "COVID": "#2ca02c", "LUNG_OPACITY": "#8c564b", "VIRAL PNEUMONIA": "#e377c2"}  # fmt: skip
+SPARE_COLORS = ("#bcbd22", "#17becf", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
 
 
 def class_color(name: str) -> str:
-    """The course's colour of a class (grey for a class it does not know)."""
-    return CLASS_COLORS.get(str(name).upper(), "#7f7f7f")
+    """The course's colour of a class, or of a title that starts with one ("NORMAL 0.91"). A class the course does
+    not know (a ``folder:`` dataset's) gets a spare colour chosen from its name, the same in every notebook."""
+    upper = str(name).upper()
+    for known, color in CLASS_COLORS.items():
+        if upper == known or upper.startswith(known + " "):
+            return color
+    first_word = upper.split()[0] if upper.strip() else ""
+    return SPARE_COLORS[zlib.crc32(first_word.encode()) % len(SPARE_COLORS)]
 
 
 def _closed(fig: Figure) -> Figure:
@@ -35,7 +45,7 @@ def plot_images(images: np.ndarray, titles: list[str], title: str, ncols: int = 
         ax.set_axis_off()
     for ax, image, name in zip(axes.ravel(), images, titles, strict=False):
         ax.imshow(np.asarray(image)[..., 0] if np.ndim(image) == 3 else image, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(name, fontsize=8, color=class_color(name.split()[0]))
+        ax.set_title(name, fontsize=8, color=class_color(name))
     fig.suptitle(title)
     return _closed(fig)
 
