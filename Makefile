@@ -15,8 +15,8 @@ SMOKE_ENV := CXR_PROFILE=smoke CXR_DATASET=synthetic CXR_OUTPUT_DIR=outputs/smok
 setup: $(STAMP)
 
 $(STAMP): requirements.txt
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else \
-	  f"Python {v[0]}.{v[1]} found; the course needs 3.10-3.12 (3.11 recommended): make PYTHON=python3.11 ...")'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 13) else \
+	  f"Python {v[0]}.{v[1]} found; the course needs 3.11-3.13 (3.11 recommended): make PYTHON=python3.11 ...")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@

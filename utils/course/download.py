@@ -21,7 +21,7 @@ import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .datasets import COMPLETE, DatasetError, DatasetSpec, scan_images
@@ -174,7 +174,7 @@ def download_dataset(spec: DatasetSpec, data_dir: Path, force: bool = False) -> 
         remove_archive_junk(partial)
         counts = validate_download(spec, partial)
         marker = {"dataset": spec.name, "slug": spec.kaggle, "counts": counts,
-                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+                  "date": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
         (partial / COMPLETE).write_text(json.dumps(marker, indent=1))
         old = target.with_name(f".replaced-{target.name}")
         if target.is_dir():
