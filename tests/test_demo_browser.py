@@ -1,6 +1,7 @@
 """The Gradio demo as a person uses it: a real (headless) Chromium opens the page, uploads an X-ray, clicks
 Classify, and reads the probabilities, the Grad-CAM overlay and the disclaimer. The page is saved as
-``outputs/demo.png``. Needs Debian's ``chromium`` (``.ci/run`` installs it); skipped, saying so, without it."""
+``outputs/demo.png``. Needs Chromium or Google Chrome (``.ci/run`` installs Debian's ``chromium`` when neither is
+there); skipped, saying so, without one."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import pytest
 from utils.course.config import PROJECT_ROOT, get_settings
 
 pytestmark = pytest.mark.slow
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).is_file()), None)
+BROWSERS = ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("google-chrome"))  # Debian; GitHub's runners
+CHROMIUM = next((p for p in BROWSERS if p and Path(p).is_file()), None)
 
 
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory, synthetic_source):
     """A tiny trained cnn run (64 px, 1 epoch) served by its demo on 127.0.0.1."""
     if CHROMIUM is None:
-        pytest.skip("no chromium binary (/usr/bin/chromium): `apt-get install chromium` to run the browser test")
+        pytest.skip("no chromium or google-chrome binary: `apt-get install chromium` to run the browser test")
     from utils.course.experiment import train_model
     from utils.course.manifest import prepare_dataset
     from utils.deploy import MAX_UPLOAD, build_demo
