@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source", type=Path, help=f"Kermany-layout folder (default {DEFAULT_SOURCE})")
     parser.add_argument("--output", type=Path, help="where data, runs and the JSON go (default outputs/benchmarks)")
     parser.add_argument("--train-images", type=int, metavar="N", help="training images to keep (0: all; "
-                        "default: the profile's: laptop keeps 1,000, and all for MobileNet 0.25)")  # fmt: skip
+                        "default: the laptop profile's: every image for the CNN and MobileNet 0.25, 1,000 for the others)")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, metavar="N", help="training seeds: one run each on the same "
                         "patient split, then their ensemble (default: one run, CXR_SEED)")  # fmt: skip
     parser.add_argument("--n-boot", type=int, help="bootstrap draws for the intervals (default 1000)")
