@@ -50,10 +50,13 @@ def test_class_colors():
     covid = get_dataset("covid19-radiography").classes
     assert len({class_color(name) for name in covid}) == len(covid)  # four classes, four colours
     assert class_color("Viral Pneumonia 0.8") == CLASS_COLORS["VIRAL PNEUMONIA"] != class_color("PNEUMONIA")
-    colors = set(CLASS_COLORS.values()) | set(SPARE_COLORS)
-    assert len(colors) == len(CLASS_COLORS) + len(SPARE_COLORS)  # no two classes share a colour, none is spare twice
-    assert class_color("Effusion") == class_color("effusion 0.7") in SPARE_COLORS  # an unknown class: one spare colour
-    assert {class_color(name) for name in ("Effusion", "Nodule", "Mass", "Atelectasis")} <= set(SPARE_COLORS)
+    colors = set(CLASS_COLORS.values()) | set(SPARE_COLORS) | {"#7f7f7f"}
+    assert len(colors) == len(CLASS_COLORS) + len(SPARE_COLORS) + 1  # no two classes share a colour, nor with grey
+    folder = ["Atelectasis", "Effusion", "Normal", "Pleural Effusion", "Pleural Thickening"]  # a folder: dataset
+    shades = [class_color(name, folder) for name in folder]
+    assert len(set(shades)) == len(folder) and shades[2] == CLASS_COLORS["NORMAL"]  # five classes, five colours
+    assert set(shades) - {CLASS_COLORS["NORMAL"]} <= set(SPARE_COLORS)
+    assert class_color("Effusion") == class_color("as taken") == "#7f7f7f"  # unknown, without the class list: grey
 
 
 def test_plot_images_titles_each_image_in_its_class_colour():

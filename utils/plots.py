@@ -4,7 +4,7 @@ every class keeps one colour across the course (:data:`CLASS_COLORS`)."""
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,18 +17,21 @@ from .gradcam import overlay
 
 CLASS_COLORS = {"NORMAL": "#1f77b4", "PNEUMONIA": "#d62728", "BACTERIA": "#ff7f0e", "VIRUS": "#9467bd",
                 "COVID": "#2ca02c", "LUNG_OPACITY": "#8c564b", "VIRAL PNEUMONIA": "#e377c2"}  # fmt: skip
-SPARE_COLORS = ("#bcbd22", "#17becf", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+SPARE_COLORS = ("#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3")
 
 
-def class_color(name: str) -> str:
+def class_color(name: str, class_names: Sequence[str] = ()) -> str:
     """The course's colour of a class, or of a title that starts with one ("NORMAL 0.91"). A class the course does
-    not know (a ``folder:`` dataset's) gets a spare colour chosen from its name, the same in every notebook."""
+    not know (a ``folder:`` dataset's) gets a spare colour by its place among the unknown classes of
+    ``class_names``, the dataset's classes in their order, so that no two share one; grey without them."""
     upper = str(name).upper()
     for known, color in CLASS_COLORS.items():
         if upper == known or upper.startswith(known + " "):
             return color
-    first_word = upper.split()[0] if upper.strip() else ""
-    return SPARE_COLORS[zlib.crc32(first_word.encode()) % len(SPARE_COLORS)]
+    unknown = [c for c in class_names if str(c).upper() not in CLASS_COLORS]
+    if name in unknown:
+        return SPARE_COLORS[unknown.index(name) % len(SPARE_COLORS)]
+    return "#7f7f7f"
 
 
 def _closed(fig: Figure) -> Figure:
