@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from sklearn import metrics as skm
 
 from utils.course.cli import main
 from utils.course.config import PROJECT_ROOT
+from utils.course.runs import load_run
+from utils.data import load_images
 
 TRAIN = ["--profile", "smoke", "--model", "cnn", "--epochs", "1", "--image-size", "64"]
 
@@ -137,7 +140,16 @@ def test_predict_prints_probabilities_that_sum_to_one(cli_env, capsys, synthetic
     values = dict(zip(cells.split()[::2], map(float, cells.split()[1::2]), strict=True))
     assert path == str(image) and set(values) == {"NORMAL", "PNEUMONIA"}
     assert sum(values.values()) == pytest.approx(1.0, abs=2e-3)
-    assert decision in ("-> NORMAL", "-> PNEUMONIA")
+    run = load_run(cli_env)
+    p = float(run.load_model().predict(load_images([image], int(run.config["image_size"])), verbose=0)[0, 1])
+    assert values["PNEUMONIA"] == pytest.approx(p, abs=5e-4)
+    assert decision == f"-> {run.class_names[int(p >= run.threshold)]}"  # the run's validation threshold decides
+    for threshold, expected in ((p + 0.01, "NORMAL"), (p - 0.01, "PNEUMONIA")):  # the same run, other thresholds
+        moved = tmp_path / f"run-{expected}"
+        shutil.copytree(run.path, moved)
+        (moved / "config.json").write_text(json.dumps(run.config | {"threshold": threshold}))
+        assert main(["predict", str(moved), str(image)]) == 0
+        assert capsys.readouterr().out.strip().endswith(f"-> {expected}")
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     assert main(["predict", str(cli_env), str(text)]) == 2

@@ -182,6 +182,14 @@ def test_make_data_uses_the_training_split_for_the_weights(manifest):
     counts = {name: sum(len(y) for _, y in getattr(data, name)) for name in ("train", "val", "test")}
     assert counts == {"train": 8, "val": 3, "test": 3}
 
+    def images(ds):
+        return np.concatenate([x for x, _ in ds])
+
+    for split in ("val", "test"):  # each split's own images, in the manifest's order, not augmented
+        np.testing.assert_array_equal(images(getattr(data, split)), images(make_dataset(manifest, split, CLASSES, SIZE, 4)))
+    plain = images(make_dataset(manifest, "train", CLASSES, SIZE, 4))
+    assert not np.allclose(np.sort(images(data.train).ravel()), np.sort(plain.ravel()))  # augmented, not only shuffled
+
 
 def test_augmentation_layers_draw_their_own_random_numbers():
     """Layers given one seed draw the same numbers: each image's exposure and contrast (and rotation, zoom and

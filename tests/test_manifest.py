@@ -111,8 +111,10 @@ def test_files_gone_since_prepare_fail_in_one_line(archive, tmp_path, monkeypatc
     with pytest.raises(ManifestError, match="missing or changed since") as info:
         load_prepared(settings, "pneumonia")
     assert gone in str(info.value) and "--force" in str(info.value)
-    assert main(["train", "--dataset", "pneumonia", "--resume", str(tmp_path / "norun")]) == 2
     capsys.readouterr()
+    assert main(["train", "--dataset", "pneumonia", "--model", "cnn"]) == 2  # before any training
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "missing or changed since" in err[0], err
 
 
 def test_folder_datasets_with_the_same_name_do_not_collide(tmp_path):

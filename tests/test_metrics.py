@@ -353,16 +353,17 @@ def test_shared_predictions_scores_every_run_on_the_same_images():
     """A recipe's run validated on more images than a profile's sample: both come back on the images they share,
     in one order, labels mapped to each run's class indices."""
 
-    def fake_run(paths, p1):
-        labels = ["NORMAL" if p < 0.5 else "PNEUMONIA" for p in p1]
-        rows = pd.DataFrame({"path": paths, "label": labels, "split": "val", "p_NORMAL": 1 - np.array(p1),
-                             "p_PNEUMONIA": p1})  # fmt: skip
+    def fake_run(paths, labels, p_pneumonia, class_names=("NORMAL", "PNEUMONIA")):
+        rows = pd.DataFrame({"path": paths, "label": labels, "split": "val", "p_NORMAL": 1 - np.array(p_pneumonia),
+                             "p_PNEUMONIA": p_pneumonia})  # fmt: skip
         test_row = rows.iloc[:1].assign(split="test", path="t.png")
-        return SimpleNamespace(class_names=["NORMAL", "PNEUMONIA"], predictions=lambda: pd.concat([rows, test_row]))
+        return SimpleNamespace(class_names=list(class_names), predictions=lambda: pd.concat([rows, test_row]))
 
-    runs = {"all": fake_run(["a", "b", "c", "d"], [0.1, 0.9, 0.2, 0.8]), "sample": fake_run(["d", "b"], [0.7, 0.6])}
+    runs = {"all": fake_run(["a", "b", "c", "d"], ["NORMAL", "PNEUMONIA", "NORMAL", "NORMAL"], [0.1, 0.9, 0.2, 0.8]),
+            "sample": fake_run(["d", "b"], ["NORMAL", "PNEUMONIA"], [0.7, 0.6], ("PNEUMONIA", "NORMAL"))}  # fmt: skip
     shared = shared_predictions(runs, "val")
-    np.testing.assert_array_equal(shared["all"][0], [1, 1])  # b and d, sorted
-    np.testing.assert_allclose(shared["all"][1][:, 1], [0.9, 0.8])
-    np.testing.assert_allclose(shared["sample"][1][:, 1], [0.6, 0.7])
+    np.testing.assert_array_equal(shared["all"][0], [1, 0])  # b (PNEUMONIA) and d (NORMAL), sorted by path
+    np.testing.assert_allclose(shared["all"][1], [[0.1, 0.9], [0.2, 0.8]])
+    np.testing.assert_array_equal(shared["sample"][0], [0, 1])  # the same images in this run's class order
+    np.testing.assert_allclose(shared["sample"][1], [[0.6, 0.4], [0.7, 0.3]])  # columns p_PNEUMONIA, p_NORMAL
     assert shared_predictions(runs, "test")["sample"][1].shape == (1, 2)  # the split given, not validation

@@ -15,6 +15,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 from sklearn import metrics  # noqa: E402
 
 from utils.course.datasets import get_dataset  # noqa: E402
+from utils.gradcam import overlay  # noqa: E402
 from utils.plots import (  # noqa: E402
     CLASS_COLORS,
     SPARE_COLORS,
@@ -168,6 +169,9 @@ def test_plot_overlays_titles_and_lesion_outlines(images_and_maps):
     assert fig.axes[-1].get_ylabel() == "heat (0 to 1)"  # the colour bar
     outlined = [len(ax.collections) > 0 for ax in fig.axes[:4]]
     assert outlined == [False, True, False, False]
+    for row in range(2):  # each row: the image as it is, then its own map over it
+        np.testing.assert_array_equal(fig.axes[2 * row].images[0].get_array(), images[row, ..., 0])
+        np.testing.assert_allclose(fig.axes[2 * row + 1].images[0].get_array(), overlay(images[row], maps[row]))
 
 
 def test_plot_sanity_titles_name_the_layer_and_the_similarity(images_and_maps):
@@ -179,3 +183,7 @@ def test_plot_sanity_titles_name_the_layer_and_the_similarity(images_and_maps):
     assert len(fig.axes) == 4
     assert [ax.get_title() for ax in fig.axes] == ["original\nrho 1.00", "conv_pw_13_relu_an\nrho 0.43", "", ""]
     assert [len(ax.images) for ax in fig.axes] == [1, 1, 1, 1]  # rows: images, columns: steps
+    for row in range(2):
+        for col, step in enumerate(results):  # each step's own map of each image
+            shown = fig.axes[row * len(results) + col].images[0].get_array()
+            np.testing.assert_allclose(shown, overlay(images[row], step["maps"][row]))

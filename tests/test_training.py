@@ -156,7 +156,12 @@ def test_make_callbacks_read_the_validation_auc(data, tmp_path):
 def test_compile_and_fit_logs_every_epoch_with_the_auc(data, tmp_path, capsys):
     keras.utils.set_random_seed(1)
     model = build_cnn(2, SIZE, filters=(4, 8))
-    history = compile_and_fit(model, data, tmp_path, epochs=2, learning_rate=1e-2, patience=5, first_epoch=3)
+    weighted = replace(data, class_weight={0: 3.0, 1: 0.5})
+    passed, fit = {}, model.fit
+    model.fit = lambda *args, **kwargs: passed.update(kwargs) or fit(*args, **kwargs)  # records what fit was given
+    history = compile_and_fit(model, weighted, tmp_path, epochs=2, learning_rate=1e-2, patience=5, first_epoch=3)
+    assert passed["class_weight"] == {0: 3.0, 1: 0.5} and passed["validation_data"] is data.val
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-2)  # Adam at the rate given
     assert history.epoch == [3, 4]
     table = read_history(tmp_path)
     assert table["epoch"].tolist() == [3, 4] and table["phase"].tolist() == ["train", "train"]
@@ -252,15 +257,17 @@ def test_read_history_joins_phases_and_drops_a_resumed_epoch(tmp_path):
     assert read_history(tmp_path / "nothing").empty
 
 
-def test_fit_two_phase_keeps_phase_1_when_fine_tuning_does_not_help(tmp_path, monkeypatch):
-    """The choice between the phases, with the fits replaced: phase 2 scores lower, phase 1's weights come back."""
+@pytest.mark.parametrize(("finetune_auc", "kept_weight"), [(0.7, 1.0), (0.95, 2.0)])
+def test_fit_two_phase_keeps_the_better_phase(finetune_auc, kept_weight, tmp_path, monkeypatch):
+    """The choice between the phases, with the fits replaced: when phase 2 scores lower than phase 1 (0.9), phase 1's
+    weights come back; when higher, phase 2's stay."""
     import utils.training as training
 
     model = build_cnn(2, SIZE, filters=(4,))
     marks = {}
 
     def fake_fit(model, data, run_dir, *, epochs, learning_rate, patience, phase="train", first_epoch=0):
-        auc = {"head": 0.9, "finetune": 0.7}[phase]
+        auc = {"head": 0.9, "finetune": finetune_auc}[phase]
         pd.DataFrame({"epoch": [first_epoch], "val_auc": [auc]}).to_csv(run_dir / f"history-{phase}.csv", index=False)
         marks[phase] = learning_rate
         model.get_layer("head_output").set_weights([np.full((4, 2), {"head": 1.0, "finetune": 2.0}[phase]), np.zeros(2)])
@@ -269,7 +276,7 @@ def test_fit_two_phase_keeps_phase_1_when_fine_tuning_does_not_help(tmp_path, mo
     backbone = SimpleNamespace(unfreeze_from="block1_conv1")
     fit_two_phase(model, backbone, None, tmp_path, profile(learning_rate=0.002), pretrained=True)
     assert marks == {"head": 0.002, "finetune": pytest.approx(0.0002)}  # phase 2 at a 10x smaller rate
-    np.testing.assert_array_equal(model.get_layer("head_output").get_weights()[0], 1.0)
+    np.testing.assert_array_equal(model.get_layer("head_output").get_weights()[0], kept_weight)
 
 
 @pytest.mark.parametrize("aucs", [[0.90, 0.95, 0.9505, 0.9508, 0.94], [0.5, 0.6, 0.7], [0.8, 0.8, 0.8],
