@@ -17,9 +17,11 @@ from utils.course.datasets import dataset_dir_name, get_dataset
 from utils.course.manifest import (
     ManifestError,
     build_manifest,
+    holdout_by_patient,
     load_prepared,
     prepare_dataset,
     report_problems,
+    split_by_patient,
 )
 
 
@@ -151,3 +153,51 @@ def test_notebook_01_reads_the_images_prepare_dataset_reads(archive, tmp_path, m
         folder = _notebook_01_images_folder(settings, dataset)
         assert folder.resolve() == Path(prepare_dataset(settings, dataset).report["source"])
     assert not (tmp_path / "data" / "raw").exists()  # nothing generated or downloaded
+
+
+def patient_table(patients: dict[str, int], official_test: int = 0, images_each: int = 2) -> pd.DataFrame:
+    """``images_each`` images per patient, ``patients[label]`` patients per label; the first ``official_test``
+    patients of each label come from the official test split."""
+    rows = [{"group": f"{label}-{p}", "label": label, "official_split": "test" if p < official_test else "train"}
+            for label, n in patients.items() for p in range(n) for _ in range(images_each)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def patient_shares(table: pd.DataFrame, part: pd.Series, among: pd.Series) -> dict[str, float]:
+    """Per label, the share of the patients of ``among`` (a row mask) whose rows are in ``part`` (a row mask)."""
+    pool = table[among]
+    return {label: pool.loc[part[among] & pool["label"].eq(label), "group"].nunique()
+            / pool.loc[pool["label"].eq(label), "group"].nunique() for label in table["label"].unique()}  # fmt: skip
+
+
+def assert_no_patient_in_two_splits(table: pd.DataFrame, split: pd.Series) -> None:
+    assert (split.groupby(table["group"]).nunique() == 1).all()
+
+
+def test_split_by_patient_keeps_the_official_test_split_and_holds_out_patients_for_validation():
+    table = patient_table({"NORMAL": 60, "PNEUMONIA": 120}, official_test=10)
+    duplicate = table.iloc[[0]].assign(official_split="train")  # a test patient's image found in train too
+    table = pd.concat([table, duplicate], ignore_index=True)
+    split = split_by_patient(table, seed=0)
+    official = table["official_split"].eq("test")
+    assert (split[official] == "test").all() and split.iloc[-1] == "test"  # the duplicate follows its patient
+    assert (split[~official].iloc[:-1] != "test").all()
+    assert_no_patient_in_two_splits(table, split)
+    shares = patient_shares(table, split == "val", split != "test")
+    assert all(0.10 <= share <= 0.20 for share in shares.values()), shares  # about 15% of each class's patients
+    assert split.equals(split_by_patient(table, seed=0)) and not split.equals(split_by_patient(table, seed=1))
+
+
+def test_split_by_patient_holds_out_a_test_split_when_there_is_none():
+    table = patient_table({"NORMAL": 60, "PNEUMONIA": 120})
+    split = split_by_patient(table, seed=3, fraction=0.25)
+    assert_no_patient_in_two_splits(table, split)
+    test_shares = patient_shares(table, split == "test", split.notna())
+    val_shares = patient_shares(table, split == "val", split != "test")
+    for shares in (test_shares, val_shares):  # about a quarter of each class's patients, each time
+        assert all(0.18 <= share <= 0.32 for share in shares.values()), (test_shares, val_shares)
+
+
+def test_holdout_by_patient_leaves_a_class_of_one_patient_in_training():
+    table = patient_table({"NORMAL": 1, "PNEUMONIA": 30})
+    assert not holdout_by_patient(table, 0.15, seed=0).any()
