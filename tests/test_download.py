@@ -10,6 +10,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import write_tree
 
 from utils.course import download
 from utils.course.cli import main
@@ -52,7 +53,12 @@ class HttpError(Exception):
         self.response = types.SimpleNamespace(status_code=status)
 
 
-def fake_kaggle(monkeypatch, error: BaseException | None = None, auth_error: BaseException | None = None) -> None:
+def fake_kaggle(monkeypatch, error: BaseException | None = None, auth_error: BaseException | None = None,
+                files: dict[str, int] | None = None) -> list[str]:
+    """A kaggle package whose download raises ``error`` or writes ``files`` (a write_tree pattern); returns the
+    list of datasets it was asked for."""
+    asked: list[str] = []
+
     class KaggleApi:
         def authenticate(self):
             print(f"kaggle chatter with {SECRET}")
@@ -60,12 +66,18 @@ def fake_kaggle(monkeypatch, error: BaseException | None = None, auth_error: Bas
                 raise auth_error
 
         def dataset_download_files(self, dataset, path=None, force=False, quiet=True, unzip=False):
-            raise error
+            asked.append(dataset)
+            if error is not None:
+                raise error
+            write_tree(Path(path), files or {})
+            (Path(path) / "__MACOSX").mkdir()  # the junk a zip made on a Mac carries
+            (Path(path) / "chest_xray" / ".DS_Store").write_text("junk")
 
     for name in ("kaggle", "kaggle.api", "kaggle.api.kaggle_api_extended"):
         module = types.ModuleType(name)
         module.KaggleApi = KaggleApi
         monkeypatch.setitem(sys.modules, name, module)
+    return asked
 
 
 def test_credentials_from_environment_hide_the_key(monkeypatch):
@@ -173,3 +185,41 @@ def test_cli_download_with_a_credentials_file_never_prints_the_key(monkeypatch, 
     assert SECRET not in out.out + out.err
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: Downloading paultimothymooney/chest-xray-pneumonia failed")
+
+
+KERMANY_FILES = {"chest_xray/train/NORMAL/IM-{i}.jpeg": 3, "chest_xray/train/PNEUMONIA/person{i}_virus_1.jpeg": 3,
+                 "chest_xray/test/NORMAL/IM-9{i}.jpeg": 1, "chest_xray/test/PNEUMONIA/person9{i}_bacteria_1.jpeg": 1}
+
+
+def test_download_installs_a_complete_archive_once(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("KAGGLE_USERNAME", "user")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    monkeypatch.setattr(download, "kaggle_reachable", lambda *a, **k: True)
+    asked = fake_kaggle(monkeypatch, files=KERMANY_FILES)
+    target = download_dataset(SPEC, tmp_path / "data")
+    assert target == tmp_path / "data" / "raw" / SPEC.raw_name and asked == [SPEC.kaggle]
+    assert len(list(target.rglob("*.jpeg"))) == 8
+    assert not (target / "__MACOSX").exists() and not (target / "chest_xray" / ".DS_Store").exists()  # junk gone
+    marker = json.loads((target / download.COMPLETE).read_text())
+    assert marker["counts"] == {"NORMAL": 4, "PNEUMONIA": 4} and marker["slug"] == SPEC.kaggle
+    assert not list(target.parent.glob(".partial-*")) and not list(target.parent.glob(".replaced-*"))
+    assert "Downloaded 8 images" in capsys.readouterr().out
+    assert download_dataset(SPEC, tmp_path / "data") == target and asked == [SPEC.kaggle]  # complete: not again
+    download_dataset(SPEC, tmp_path / "data", force=True)
+    assert asked == [SPEC.kaggle] * 2 and (target / download.COMPLETE).is_file()  # force: again, swapped in whole
+    assert sorted(p.name for p in target.parent.iterdir()) == [SPEC.raw_name]  # the old copy removed after the swap
+
+
+def test_download_refuses_an_incomplete_archive_and_an_unfinished_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("KAGGLE_USERNAME", "user")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    monkeypatch.setattr(download, "kaggle_reachable", lambda *a, **k: True)
+    fake_kaggle(monkeypatch, files={k: v for k, v in KERMANY_FILES.items() if "NORMAL" not in k or "test" in k})
+    with pytest.raises(DownloadError, match=r"too few images: NORMAL 1 \(at least 3\)"):
+        download_dataset(SPEC, tmp_path / "data")
+    raw = tmp_path / "data" / "raw"
+    assert list(raw.iterdir()) == []  # nothing installed, nothing half-written left
+    mine = write_tree(raw / SPEC.raw_name, {"my_notes/{i}.png": 1})  # a folder there without the marker
+    with pytest.raises(DownloadError, match="holds no finished download"):
+        download_dataset(SPEC, tmp_path / "data")
+    assert (mine / "my_notes" / "0.png").is_file()  # not deleted
