@@ -342,6 +342,12 @@ def test_mcnemar_chi_square_for_many_disagreements():
     assert result["p_value"] == round(float(special.erfc(np.sqrt(2.7 / 2))), 4)  # chi2(1) tail by hand
 
 
+def test_mcnemar_switches_to_chi_square_at_25_disagreements():
+    exact, chi2 = mcnemar(*paired(16, 8)), mcnemar(*paired(17, 8))  # 24 and 25 disagreements
+    assert exact["p_value"] == round(stats.binomtest(16, 24, 0.5).pvalue, 4) == 0.1516  # chi-square would say 0.153
+    assert chi2["p_value"] == round(stats.chi2.sf((17 - 8 - 1) ** 2 / 25, df=1), 4) == 0.1096  # exact: 0.1078
+
+
 def test_mcnemar_without_disagreement_and_symmetry():
     assert mcnemar(*paired(0, 0))["p_value"] == 1.0
     y, a, b = paired(6, 1)
