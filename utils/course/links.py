@@ -1,8 +1,13 @@
 """The course's GitHub address, in one place, and everything derived from it.
 
-Every notebook's "Open in Colab" badge, the clone URL in the standard setup cell and the badges in README.md are
-built from :data:`REPO`. After a fork or a move, run ``python -m utils links --repo OWNER/NAME``: it updates
-:data:`REPO` in this file and rewrites all of those places (running it again changes nothing).
+Every notebook's "Open in Colab" badge, the clone URL in the standard setup cell (in notebooks/ and solutions/),
+the badges and the ``git clone``/``cd`` pair in README.md and the repository in CITATION.cff are built from
+:data:`REPO`. After a fork or a move, run ``python -m utils links --repo OWNER/NAME``: it updates :data:`REPO` in
+this file and rewrites all of those places (running it again changes nothing).
+
+The setup cell clones into :data:`CLONE_DIR` whatever the repository's NAME: the folder is the cell's own
+business (it looks for the course there and clones it there, so the two always agree), and keeping it fixed keeps
+the cell the same in every fork but for its URL.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ REPO = "cxr-course/cxr-course"
 BRANCH = "main"
 CLONE_DIR = "cxr-course"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+BADGED_NOTEBOOKS = "notebooks"  # each notebook's first cell carries its badge
+OTHER_NOTEBOOKS = ("solutions",)  # same setup cell, no badge
+CITATION = "CITATION.cff"
 
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _REPO_LINE = re.compile(r'^REPO = "[^"\n]*"$', re.MULTILINE)
@@ -25,7 +33,18 @@ _COLAB_LINK = re.compile(
     r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w.-]+/(?P<path>[^\s)\"'<>]+\.ipynb)"
 )
 _BADGE = re.compile(r"\[!\[[^\]]*\]\(" + re.escape(BADGE_IMAGE) + r"\)\]\([^)\s]*\)")
-_GITHUB_REPO_URL = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+?(?:\.git)?(?=[\"'\s)]|$)", re.MULTILINE)
+_GITHUB_REPO_URL = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+?(?:\.git)?(?=[\"'\s);`]|$)", re.MULTILINE)
+# ``git clone [options] URL`` without a target folder, then ``cd FOLDER`` (next line, or after ``&&`` or ``;``).
+_CLONE_THEN_CD = re.compile(
+    r"(?P<clone>git clone(?:[ \t]+(?!https://)\S+)*?[ \t]+https://github\.com/[\w.-]+/(?P<name>[\w.-]+?)(?:\.git)?)"
+    r"(?P<sep>[ \t]*(?:&&|;)[ \t]*|[ \t]*\n[ \t]*(?:\$[ \t]+)?)cd[ \t]+[^\s;&|`'\"]+"
+)
+# CITATION.cff's own top-level keys (not those of its references) that hold the repository's address.
+_CFF_REPO_KEY = re.compile(
+    r"^(?P<key>repository-code|repository|url):(?P<sp>[ \t]*)(?P<q>[\"']?)"
+    r"https://github\.com/[\w.-]+/[\w.-]+?(?:\.git)?/?(?P=q)[ \t]*$",
+    re.MULTILINE,
+)
 
 
 def check_repo(repo: str) -> str:
@@ -71,9 +90,17 @@ def _rewrite_clone_urls(text: str, repo: str) -> str:
 
 
 def rewrite_markdown(text: str, repo: str) -> str:
-    """Point every Colab link and ``git clone`` URL in ``text`` at ``repo`` (paths are kept)."""
+    """Point every Colab link and ``git clone`` URL in ``text`` at ``repo`` (paths are kept); a ``cd`` right after
+    such a clone goes into the folder git makes, NAME."""
     text = _COLAB_LINK.sub(lambda m: colab_url(m.group("path"), repo), text)
-    return _rewrite_clone_urls(text, repo)
+    text = _rewrite_clone_urls(text, repo)
+    return _CLONE_THEN_CD.sub(lambda m: f"{m['clone']}{m['sep']}cd {m['name']}", text)
+
+
+def rewrite_citation(text: str, repo: str) -> str:
+    """Point CITATION.cff's top-level ``repository-code`` (also ``repository``, ``url``) at ``repo`` when it names a
+    GitHub repository; the references' addresses are left alone."""
+    return _CFF_REPO_KEY.sub(lambda m: f"{m['key']}:{m['sp']}{m['q']}{repo_url(repo)}{m['q']}", text)
 
 
 def _with_badge(source: str, badge: str) -> str:
@@ -85,8 +112,9 @@ def _with_badge(source: str, badge: str) -> str:
     return "\n\n".join(part for part in (head, badge, tail) if part)
 
 
-def rewrite_notebook(path: Path, root: Path, repo: str) -> bool:
-    """Fix the badge in the first cell (adding it under the title if missing) and the setup cell's clone URL.
+def rewrite_notebook(path: Path, root: Path, repo: str, badge: bool = True) -> bool:
+    """Fix the Colab links, the badge in the first cell (with ``badge``, adding it under the title if missing) and
+    the setup cell's clone URL.
 
     Writes the notebook only when something changed; returns whether it did.
     """
@@ -99,7 +127,7 @@ def rewrite_notebook(path: Path, root: Path, repo: str) -> bool:
         source = cell.source
         if cell.cell_type == "markdown":
             source = rewrite_markdown(source, repo)
-            if index == 0:
+            if index == 0 and badge:
                 source = _with_badge(source, badge_markdown(rel, repo))
         elif cell.cell_type == "code":
             source = _rewrite_clone_urls(source, repo)
@@ -111,18 +139,26 @@ def rewrite_notebook(path: Path, root: Path, repo: str) -> bool:
     return changed
 
 
+def _rewrite_text_file(path: Path, rewrite, repo: str) -> bool:
+    if not path.exists():
+        return False
+    text = path.read_text(encoding="utf-8")
+    new = rewrite(text, repo)
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
 def rewrite_badges(root: Path = PROJECT_ROOT, repo: str | None = None) -> list[Path]:
-    """Rewrite every notebook's badge and clone URL and README.md's links from ``repo``; returns changed files."""
+    """Rewrite from ``repo`` the badges and clone URLs of notebooks/ and solutions/, README.md's links and
+    CITATION.cff's repository; returns the changed files."""
     repo = check_repo(repo or REPO)
     root = Path(root)
-    changed = [p for p in sorted((root / "notebooks").glob("*.ipynb")) if rewrite_notebook(p, root, repo)]
-    readme = root / "README.md"
-    if readme.exists():
-        text = readme.read_text(encoding="utf-8")
-        new = rewrite_markdown(text, repo)
-        if new != text:
-            readme.write_text(new, encoding="utf-8")
-            changed.append(readme)
+    changed = [p for p in sorted((root / BADGED_NOTEBOOKS).glob("*.ipynb")) if rewrite_notebook(p, root, repo)]
+    for folder in OTHER_NOTEBOOKS:
+        changed += [p for p in sorted((root / folder).glob("*.ipynb")) if rewrite_notebook(p, root, repo, badge=False)]
+    changed += [root / name for name, rewrite in (("README.md", rewrite_markdown), (CITATION, rewrite_citation))
+                if _rewrite_text_file(root / name, rewrite, repo)]  # fmt: skip
     return changed
 
 
