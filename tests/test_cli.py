@@ -40,6 +40,16 @@ def one_line_error(capsys) -> str:
         (["prepare", "--dataset", "folder:/definitely/not/here"], "is not there"),
         (["train", "--dataset", "synthetic"], "train needs --model"),
         (["train", "--dataset", "synthetic", "--model", "cnn", "--epochs", "1", "2", "3"], "--epochs takes one number"),
+        (["train", "--dataset", "synthetic", "--model", "cnn", "--epochs", "1", "1"], "one number for the CNN"),
+        (["train", "--dataset", "synthetic", "--model", "mobilenet_025", "--epochs", "3"], "two for a pretrained"),
+        (["train", "--dataset", "pneumonia", "--model", "resnet"], "Unknown model 'resnet'"),  # before any download
+        (["train", "--resume", "/no/run", "--model", "cnn", "--epochs", "2"], "own settings: drop --model, --epochs"),
+        (["prepare", "--dataset", "folder:"], "folder: needs a path"),
+        (["notebooks", "--only", "99"], "--only 99: no such notebook; the numbers are 01, 02"),
+        (["notebooks", "--only"], "expected at least one argument"),
+        (["notebooks", "--timeout", "0"], "--timeout must be at least 1"),
+        (["results", "--dataset", "synthetic", "--readme", "/no/README.md"], "--readme /no/README.md is not a file"),
+        (["demo", "/no/run", "--port", "99999"], "'99999' is not a port number"),
         (["train", "--dataset", "synthetic", "--model", "cnn", "--epochs", "x"], "invalid int value"),
         (["train", "--dataset", "synthetic", "--model", "cnn", "--epochs", "0"], "leave at least one epoch"),
         (["train", "--dataset", "synthetic", "--model", "cnn", "--image-size", "8"], "at least 32 px"),
@@ -214,3 +224,38 @@ def test_train_takes_the_profiles_recipe_for_the_model_and_the_options_win(cli_e
     profile = config["profile"]
     assert (profile["name"], profile["patience"], profile["images"]) == ("laptop", 6, {"train": None, "val": None, "test": None})
     assert (config["image_size"], profile["head_epochs"], profile["finetune_epochs"]) == (64, 1, 1)
+
+
+def test_notebooks_runs_the_numbers_given_under_the_profile_given(monkeypatch, tmp_path, capsys):
+    """--only picks notebooks by number (1 = 01) and --profile reaches the kernels, which read CXR_PROFILE."""
+    import nbclient
+
+    executed = []
+
+    class RecordingClient:  # stands in for nbclient's: records what would run, and under which profile
+        def __init__(self, notebook, **options):
+            self.notebook = notebook
+
+        def execute(self):
+            executed.append((self.notebook.metadata.get("colab", {}).get("name"), os.environ.get("CXR_PROFILE")))
+
+    monkeypatch.setattr(nbclient, "NotebookClient", RecordingClient)
+    monkeypatch.setenv("CXR_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.setenv("CXR_PROFILE", "laptop")  # the shell's choice; --profile wins
+    assert main(["notebooks", "--only", "1", "03", "--profile", "smoke"]) == 0
+    written = sorted(p.name for p in (tmp_path / "executed").glob("*.ipynb"))
+    assert written == ["01_download_data.ipynb", "03_augmentation_and_pipeline.ipynb"]
+    assert [profile for _, profile in executed] == ["smoke", "smoke"]
+    assert capsys.readouterr().out.count(" s -> ") == 2
+
+
+def test_a_file_where_a_folder_belongs_is_one_line(monkeypatch, tmp_path, capsys):
+    (tmp_path / "data").write_text("not a folder")
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    assert main(["prepare", "--dataset", "synthetic"]) == 2
+    assert f"CXR_DATA_DIR={tmp_path / 'data'} is a file, not a folder" in one_line_error(capsys)
+
+
+def test_evaluate_a_missing_source_folder(cli_env, capsys):
+    assert main(["evaluate", str(cli_env), "--source", "/no/folder"]) == 2
+    assert "--source /no/folder is not a folder" in one_line_error(capsys)

@@ -255,6 +255,21 @@ def test_scan_an_empty_class_folder(tmp_path):
         scan_images(get_dataset(f"folder:{root}"), root)
 
 
+@pytest.mark.parametrize(("dataset", "files", "folder"), [
+    ("pneumonia", {"train/NORMAL/IM-1-{i}.jpeg": 2, "train/PNEUMONIA/person1_virus_{i}.jpeg": 2, "train/COVID/c{i}.png": 2},
+     "COVID"),
+    ("pneumonia3", {"train/NORMAL/IM-1-{i}.jpeg": 2, "train/PNEUMONIA/scan{i}.jpeg": 2}, "PNEUMONIA"),
+])  # fmt: skip
+def test_images_of_no_class_of_the_dataset_say_so(tmp_path, dataset, files, folder):
+    """Images are there but none has a label in this dataset (a class it does not have; a pneumonia file whose name
+    says neither bacteria nor virus): the message says that, not that the folder is empty."""
+    root = write_tree(tmp_path / "xr", files)
+    with pytest.raises(DatasetError) as caught:
+        scan_images(get_dataset(dataset), root)
+    assert str(caught.value).startswith(f"The 2 image(s) in {root / 'train' / folder} belong to no class of {dataset}")
+    assert f"--dataset folder:{root}" in str(caught.value)
+
+
 def test_class_folder_of_tiffs_only_is_empty_for_the_pipeline(tmp_path):
     root = write_tree(tmp_path / "xr", {"A/a{i}.png": 2, "B/b{i}.tif": 2})
     with pytest.raises(DatasetError, match="B holds no JPEG/PNG"):

@@ -5,6 +5,10 @@ images or random weights."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +29,7 @@ from utils.course.runs import (
     save_json,
     save_model,
     start_run,
+    training_lock,
 )
 
 CLASSES = ["NORMAL", "PNEUMONIA"]
@@ -147,7 +152,42 @@ def test_missing_model_file(tmp_path):
     run = _run(tmp_path / "cnn" / "r1", status="interrupted")
     with pytest.raises(RunError) as caught:
         run.load_model()
-    assert str(caught.value) == f"{run.path} has no model.keras (status interrupted): train it again."
+    assert str(caught.value) == (f"{run.path} has no model.keras (status interrupted): resume it with "
+                                 f"`python -m utils train --resume {run.path}`.")  # fmt: skip
+    done = _run(tmp_path / "cnn" / "r2", status="complete")
+    with pytest.raises(RunError, match=r"has no model.keras \(status complete\): train it again."):
+        done.load_model()
+
+
+@pytest.mark.parametrize("content", ["{", "", "\udcff"])
+def test_damaged_config_is_one_clear_error(tmp_path, content):
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "config.json").write_text(content, errors="surrogateescape")
+    with pytest.raises(RunError, match=r"config.json is damaged \(not JSON\): this run cannot be used"):
+        load_run(tmp_path / "r1")
+
+
+def test_training_lock_refuses_a_second_process_and_takes_over_a_dead_ones(tmp_path):
+    run = _run(tmp_path / "cnn" / "r1", status="running")
+    lock = run.path / runs.TRAINING_LOCK
+    with training_lock(run):
+        assert json.loads(lock.read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
+        with pytest.raises(RunError, match=f"is being trained by process {os.getpid()}"), training_lock(run):
+            pass  # a second trainer of the same folder, while the first lives
+    assert not lock.exists()  # released
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    lock.write_text(json.dumps({"pid": finished.pid, "host": socket.gethostname()}))  # its process died
+    with training_lock(run):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()  # taken over
+    lock.write_text(json.dumps({"pid": 1, "host": "another-machine"}))  # cannot be checked from here
+    with pytest.raises(RunError, match=f"on another-machine.*delete {lock}"), training_lock(run):
+        pass
+    assert lock.exists()  # not ours to remove
+    lock.unlink()
+    with pytest.raises(ValueError), training_lock(run):
+        raise ValueError("training failed")
+    assert not lock.exists()  # released on failure too
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00garbage\xff" * 100, b"PK\x03\x04 truncated zip"])

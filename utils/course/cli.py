@@ -50,14 +50,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     """``CXR_*`` settings, the profile's recipe for ``--model``, and the command's options on top (every number
     checked)."""
     settings = get_settings(getattr(args, "profile", None))
-    if getattr(args, "model", None):
-        settings = settings.for_model(args.model)
+    model = getattr(args, "model", None)
+    if model:
+        from ..models import MODELS
+
+        if model not in MODELS:
+            raise UsageError(f"Unknown model {model!r}: choose one of {', '.join(MODELS)}")
+        settings = settings.for_model(model)
     changes = {"dataset": getattr(args, "dataset", None) or settings.dataset}
     if getattr(args, "source", None):
         changes["source"] = Path(args.source).expanduser().resolve()
     if getattr(args, "epochs", None):
-        if len(args.epochs) > 2:
-            raise UsageError("--epochs takes one number (the CNN) or two (transfer: head and fine-tuning)")
+        if len(args.epochs) != (1 if model == "cnn" else 2):
+            raise UsageError("--epochs takes one number for the CNN (--epochs N) and two for a pretrained backbone "
+                             f"(--epochs HEAD FINETUNE), got {len(args.epochs)} for {model or 'no --model'}")  # fmt: skip
         head, finetune = (*args.epochs, 0)[:2]
         changes |= {"epochs": head + finetune, "head_epochs": head, "finetune_epochs": finetune}
     for option in ("image_size", "weights", "seed"):
@@ -94,13 +100,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .experiment import train_model
     from .manifest import prepare_dataset
 
+    if args.resume is not None:  # the run's own model, data, profile and epochs; only --weights may be given again
+        given = [f"--{name.replace('_', '-')}" for name in ("model", "dataset", "source", "epochs", "image_size", "profile")
+                 if getattr(args, name) is not None]  # fmt: skip
+        if given:
+            raise UsageError(f"--resume continues a run with its own settings: drop {', '.join(given)}")
     settings = _settings(args)
     if args.resume is None:
         if not args.model:
             raise UsageError("train needs --model (or --resume RUN)")
         prepare_dataset(settings, _need_dataset(settings))
     run = train_model(settings, args.model, resume=args.resume)
-    print(f"{run.path}\nvalidation AUC {run.config['val_auc']:.3f}, threshold {run.config['threshold']}")
+    threshold = run.config["threshold"]
+    decision = f"threshold {threshold:.3f}" if threshold is not None else "argmax (more than two classes)"
+    print(f"validation AUC {run.config['val_auc']:.3f}, {decision}; run folder {run.path}")
 
 
 def _evaluation_rows(run, args: argparse.Namespace, settings: Settings):
@@ -118,6 +131,8 @@ def _evaluation_rows(run, args: argparse.Namespace, settings: Settings):
                            f"trained, e.g. {stale[0]}: restore them, or train a new run.")  # fmt: skip
         return f"{run.config['dataset']} ({args.split} split of this run)", rows
     source = Path(args.source).expanduser().resolve()
+    if not source.is_dir():
+        raise UsageError(f"--source {source} is not a folder: give a class-per-folder tree of images")
     with tempfile.TemporaryDirectory() as tmp:
         rows, report = build_manifest(get_dataset(f"folder:{source}"), source, Path(tmp), settings.seed)
     for line in report_problems(report):
@@ -200,6 +215,8 @@ def results_markdown(output_dirs: list[Path], dataset: str, split: str) -> str:
 
 def cmd_results(args: argparse.Namespace) -> None:
     settings = _settings(args)
+    if args.readme and not args.readme.is_file():
+        raise UsageError(f"--readme {args.readme} is not a file: give the README to write the table into")
     table = results_markdown(args.output_dir or [settings.output_dir], _need_dataset(settings), args.split)
     print(table)
     if args.readme:
@@ -218,10 +235,18 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
 
     from .config import PROJECT_ROOT
 
+    if args.timeout < 1:
+        raise UsageError(f"--timeout must be at least 1 second per cell, got {args.timeout}")
+    if args.profile:  # the kernels read the settings from the environment, as a student's notebook does
+        os.environ["CXR_PROFILE"] = args.profile
     out = _settings(args).output_dir / "executed"
+    every = sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    numbers = [p.name[:2] for p in every]
+    wanted = [f"{int(n):02d}" if n.isdecimal() else n for n in args.only or numbers]
+    if unknown := [n for n in wanted if n not in numbers]:
+        raise UsageError(f"--only {' '.join(unknown)}: no such notebook; the numbers are {', '.join(numbers)}")
     out.mkdir(parents=True, exist_ok=True)
-    paths = [p for p in sorted((PROJECT_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-             if not args.only or p.name[:2] in args.only]  # fmt: skip
+    paths = [p for p in every if p.name[:2] in wanted]
     for path in paths:
         start = time.perf_counter()
         notebook = nbformat.read(path, as_version=4)
@@ -288,13 +313,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
         raise UsageError(f"cannot serve on {args.host}:{args.port} ({err}): pass another --port or --host") from None
 
 
+def _port(text: str) -> int:
+    if not (text.isdecimal() and 0 < int(text) < 65536):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m utils", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m utils", description=__doc__.splitlines()[0].replace("``", "`"))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     datasets = f"one of {', '.join(REGISTRY)}, or folder:PATH (default: CXR_DATASET)"
 
     def command(name: str, func, help: str, dataset: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+        p = sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}.")
         p.set_defaults(func=func)
         p.add_argument("--profile", choices=list(PROFILES), help="run size (default: CXR_PROFILE)")
         if dataset:
@@ -305,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="download again, replacing the old copy once the new one is checked")
     p = command("prepare", cmd_prepare, "build data/<dataset>/manifest.csv (checks every image, splits by patient)")
     p.add_argument("--source", type=Path, help="an extracted archive to read instead of downloading")
-    p.add_argument("--force", action="store_true", help="rebuild the manifest (the previous one is kept beside it)")
+    p.add_argument("--force", action="store_true", help="check every image and split again, replacing the manifest "
+                   "(trained runs keep their own copy of their split)")
     p = command("train", cmd_train, "train one model and save a run folder")
     p.add_argument("--model", help="cnn, vgg16, resnet50, mobilenet, mobilenet_025 or densenet121")
     p.add_argument("--source", type=Path, help="an extracted archive to prepare the dataset from")
@@ -315,27 +347,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its last epoch")
     p = command("evaluate", cmd_evaluate, "score a run on its own split, or on any folder of images", dataset=False)
     p.add_argument("run", type=Path, help="a run folder, or a model folder (its LATEST run)")
-    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--split", default="test", choices=SPLITS, help="the run's split to score (default: test)")
     p.add_argument("--source", type=Path, help="a class-per-folder tree to score instead (all of its images)")
     p = command("predict", cmd_predict, "class probabilities and decision for image files", dataset=False)
     p.add_argument("run", type=Path, help="a run folder, or a model folder (its LATEST run)")
     p.add_argument("images", type=Path, nargs="+", help="JPEG or PNG files, any size")
     p = command("results", cmd_results, "Markdown table of the latest runs; --readme writes it into README.md")
-    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--split", default="test", choices=["val", "test"], help="the split to report (default: test)")
     p.add_argument("--readme", type=Path, help="a file with <!-- results:start --> / <!-- results:end --> markers")
     p.add_argument("--output-dir", type=Path, nargs="+", help="folders holding runs/ (default: CXR_OUTPUT_DIR)")
     p = command("notebooks", cmd_notebooks, "execute the notebooks in order into outputs/executed/", dataset=False)
-    p.add_argument("--only", nargs="*", help="notebook numbers, e.g. 01 03")
+    p.add_argument("--only", nargs="+", metavar="NN", help="only these notebooks, by number, e.g. 01 03")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     p = command("export", cmd_export, "export a run's model (SavedModel, LiteRT, ONNX) and check it on the test split",
                 dataset=False)  # fmt: skip
     p.add_argument("run", type=Path, help="a run folder, or a model folder (its LATEST run)")
-    p.add_argument("--formats", nargs="+", default=["savedmodel", "litert", "onnx"], choices=["savedmodel", "litert", "onnx"])
+    p.add_argument("--formats", nargs="+", default=["savedmodel", "litert", "onnx"], choices=["savedmodel", "litert", "onnx"],
+                   help="which files to write (default: all three)")
     p = command("demo", cmd_demo, "serve a Gradio demo of a run (upload an X-ray, see the decision and Grad-CAM)",
                 dataset=False)  # fmt: skip
     p.add_argument("run", type=Path, help="a run folder, or a model folder (its LATEST run)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=_port, default=7860, help="port to listen on (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     p = sub.add_parser("links", help="point every Colab badge and clone URL at a repository")
     p.add_argument("--repo", help="OWNER/NAME on GitHub")

@@ -99,7 +99,11 @@ def check_profile(profile: Profile) -> Profile:
 
 def _path(variable: str, default: str) -> Path:
     path = Path(os.environ.get(variable) or default).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    path = path if path.is_absolute() else PROJECT_ROOT / path
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{variable}={path} is a file, not a folder: point {variable} at a folder (it is created "
+                          "when missing).")  # fmt: skip
+    return path
 
 
 def check_weights(weights: str) -> str:

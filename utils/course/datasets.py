@@ -124,6 +124,8 @@ REGISTRY: dict[str, DatasetSpec] = {
 def get_dataset(name: str) -> DatasetSpec:
     """The registry entry called ``name``; ``folder:PATH`` reads any class-per-folder tree at PATH."""
     if name.startswith("folder:"):
+        if not name.split(":", 1)[1].strip():
+            raise DatasetError("folder: needs a path after the colon, e.g. folder:/data/xr (a class-per-folder tree).")
         path = Path(name.split(":", 1)[1]).expanduser().resolve()
         if not path.is_dir():
             kind = "a file, not a folder" if path.is_file() else "not there"
@@ -177,7 +179,7 @@ def scan_images(spec: DatasetSpec, folder: Path) -> tuple[list[ImageRecord], lis
     records, skipped = [], []
     for split, split_root in (splits or {None: root}).items():
         for class_dir in _subfolders(split_root):
-            found = 0
+            found = readable = 0
             for path in sorted(class_dir.rglob("*")):
                 parts = path.relative_to(class_dir).parts
                 if not path.is_file() or not all(_visible(Path(p)) for p in parts):
@@ -185,10 +187,15 @@ def scan_images(spec: DatasetSpec, folder: Path) -> tuple[list[ImageRecord], lis
                 suffix = path.suffix.lower()
                 if suffix in OTHER_IMAGE_SUFFIXES:
                     skipped.append(path)
+                readable += suffix in IMAGE_SUFFIXES
                 label = spec.label_of(class_dir.name, path.name) if suffix in IMAGE_SUFFIXES else None
                 if label is not None:
                     records.append(ImageRecord(path, label, split, kermany_patient_id(path.name, split)))
                     found += 1
+            if found == 0 and readable and split in (None, "train"):
+                raise DatasetError(f"The {readable} image(s) in {class_dir} belong to no class of {spec.name} "
+                                   f"({', '.join(spec.classes or ())}): remove that folder, or prepare them as the "
+                                   f"dataset they are (e.g. --dataset folder:{root}).")  # fmt: skip
             if found == 0 and split in (None, "train"):
                 raise DatasetError(f"The class folder {class_dir} holds no JPEG/PNG/BMP/GIF image: fill it or remove it.")
     labels = sorted({r.label for r in records})

@@ -16,7 +16,7 @@ from ..training import compile_and_fit, fit_two_phase
 from .config import SPLITS, ConfigError, Settings
 from .datasets import DatasetError
 from .manifest import load_prepared, stale_files
-from .runs import Run, RunError, finish_run, load_run, mark_run, start_run
+from .runs import Run, RunError, finish_run, load_run, mark_run, start_run, training_lock
 from .weights import resolve_weights
 
 
@@ -70,18 +70,19 @@ def train_model(settings: Settings, model_name: str, resume: Path | None = None)
     data = make_data(manifest, classes, profile.image_size, profile.batch_size, settings.seed)
     model, weights_used, pretrained = build_model(old.model_name if old else model_name, len(data.class_names), settings)
     run = old or start_run(settings, model.name, manifest, data.class_names, weights_used)
-    print(f"{run.path}\n{model.name}: {model.count_params():,} parameters, weights {weights_used}")
-    started = time.perf_counter()
-    try:
-        if model.name == "cnn":
-            compile_and_fit(model, data, run.path, epochs=profile.epochs, learning_rate=profile.learning_rate,
-                            patience=profile.patience)  # fmt: skip
-        else:
-            fit_two_phase(model, BACKBONES[model.name], data, run.path, profile, pretrained)
-    except KeyboardInterrupt:
-        mark_run(run, "interrupted")
-        raise
-    except Exception:
-        mark_run(run, "failed")
-        raise
-    return finish_run(run, model, data, GRADCAM_LAYERS[model.name], time.perf_counter() - started)
+    with training_lock(run):  # one process per run folder
+        print(f"{run.path}\n{model.name}: {model.count_params():,} parameters, weights {weights_used}")
+        started = time.perf_counter()
+        try:
+            if model.name == "cnn":
+                compile_and_fit(model, data, run.path, epochs=profile.epochs, learning_rate=profile.learning_rate,
+                                patience=profile.patience)  # fmt: skip
+            else:
+                fit_two_phase(model, BACKBONES[model.name], data, run.path, profile, pretrained)
+        except KeyboardInterrupt:
+            mark_run(run, "interrupted")
+            raise
+        except Exception:
+            mark_run(run, "failed")
+            raise
+        return finish_run(run, model, data, GRADCAM_LAYERS[model.name], time.perf_counter() - started)

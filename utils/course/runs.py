@@ -9,13 +9,16 @@ the model folder's ``LATEST`` file at it. A run that stops early is marked ``int
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from .datasets import dataset_dir_name, get_dataset
 from .manifest import write_atomic
 
 LATEST = "LATEST"
+TRAINING_LOCK = ".training.lock"  # held by the process that trains a run
 
 
 class RunError(FileNotFoundError):
@@ -82,7 +86,9 @@ class Run:
 
         path = self.path / "model.keras"
         if not path.is_file():
-            raise RunError(f"{self.path} has no model.keras (status {self.config.get('status')}): train it again.")
+            status = self.config.get("status")
+            todo = "train it again" if status == "complete" else f"resume it with `python -m utils train --resume {self.path}`"
+            raise RunError(f"{self.path} has no model.keras (status {status}): {todo}.")
         try:
             return keras.models.load_model(path, compile=False)
         except Exception as err:  # a truncated, empty or foreign file
@@ -210,7 +216,51 @@ def load_run(path: str | Path) -> Run:
         path = path / (path / LATEST).read_text().strip()
     if not (path / "config.json").is_file():
         raise RunError(f"{path} is not a run folder (no config.json): pass outputs/runs/<dataset>/<model>[/<run>].")
-    return Run(path, json.loads((path / "config.json").read_text()))
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{path / 'config.json'} is damaged (not JSON): this run cannot be used; train the model "
+                       "again.") from None  # fmt: skip
+    return Run(path, config)
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the process that wrote a lock still runs (one on another machine is taken to be alive)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def training_lock(run: Run) -> Iterator[None]:
+    """Held while this process trains ``run``: a second process (``train --resume`` of the same run) is refused
+    instead of writing into the same folder. A lock left by a process that died is taken over."""
+    lock = run.path / TRAINING_LOCK
+    for _ in range(2):
+        try:
+            with open(lock, "x") as f:  # created only if absent: two processes cannot both win
+                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            break
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                holder = {}
+            if holder and _alive(holder):
+                raise RunError(f"{run.path} is being trained by process {holder.get('pid')} on {holder.get('host')}: "
+                               f"wait for it to finish, or stop it, then resume (if no process trains it, delete "
+                               f"{lock}).") from None  # fmt: skip
+            lock.unlink(missing_ok=True)  # left behind by a process that died
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def latest_runs(output_dir: Path, dataset: str) -> dict[str, Run]:
