@@ -123,10 +123,10 @@ def test_cached_finds_the_shipped_mobilenet_025_file(no_network_allowed):
 def test_keras_cache_is_searched_first(monkeypatch, tmp_path, no_network_allowed):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     (tmp_path / "kh" / "models").mkdir(parents=True)
-    file = tmp_path / "kh" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    file.write_bytes(b"not checked: Keras checked it when it downloaded it")
+    file = tmp_path / "kh" / "models" / MOBILENET_FILE
+    shutil.copy(SHIPPED / MOBILENET_FILE, file)
     assert keras_cache() == tmp_path / "kh" / "models"
-    assert resolve_weights(VGG16, "imagenet", 64) == (str(file), "imagenet")
+    assert resolve_weights(MOBILENET_025, "imagenet", 64) == (str(file), "imagenet")
 
 
 def test_cached_without_a_file_gives_random_weights_without_probing_the_network(no_network_allowed, capsys):
@@ -167,8 +167,78 @@ def test_imagenet_online_lets_keras_download(monkeypatch):
 
 
 def test_a_weights_file_is_passed_through(tmp_path, no_network_allowed):
-    file = tmp_path / "chexnet.h5"
-    assert resolve_weights(DENSENET121, str(file), 64) == (str(file), "file chexnet.h5")
+    file = tmp_path / "chest.h5"
+    shutil.copy(SHIPPED / MOBILENET_FILE, file)
+    assert resolve_weights(MOBILENET_025, str(file), 64) == (str(file), "file chest.h5")
+
+
+# A file that is not the backbone's: one line naming it, what is wrong and what to do (cli.py prints a
+# WeightsError as `error: ...`), never h5py's OSError or Keras's ValueError from deep inside keras.applications.
+
+
+def test_weights_of_another_network_are_refused_naming_the_file(no_network_allowed):
+    file = str(SHIPPED / MOBILENET_FILE)  # a real Keras file, but MobileNet 0.25's
+    with pytest.raises(WeightsError) as caught:
+        resolve_weights(VGG16, file, 32)
+    message = str(caught.value)
+    assert message.startswith(f"{file} is not weights for vgg16 (layer count mismatch")
+    assert "give a Keras 'no top' weights file for vgg16" in message and "imagenet, auto or none" in message
+    assert "\n" not in message
+    with pytest.raises(WeightsError, match="is not weights for mobilenet .*shape mismatch"):
+        resolve_weights(MOBILENET, file, 32)  # same layers, other widths
+
+
+@pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras, on every layer the file lacks
+def test_keras3_weights_of_another_model_are_refused(tmp_path, no_network_allowed):
+    import keras
+
+    tiny = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="conv1")])
+    tiny.save_weights(tmp_path / "tiny.weights.h5")
+    with pytest.raises(WeightsError, match=r"tiny\.weights\.h5 is not weights for mobilenet_025 \("):
+        resolve_weights(MOBILENET_025, str(tmp_path / "tiny.weights.h5"), 32)
+
+
+@pytest.mark.parametrize(("name", "content", "problem"), [
+    ("junk.h5", b"not HDF5 at all\n", "is not a weights file (not HDF5: file signature not found)"),
+    ("weights.pt", b"PK", "is not a Keras weights file (Keras loads .h5, .weights.h5 and .keras files)"),
+])  # fmt: skip
+def test_a_file_keras_cannot_read_is_refused(tmp_path, no_network_allowed, name, content, problem):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(WeightsError) as caught:
+        resolve_weights(MOBILENET_025, str(tmp_path / name), 32)
+    assert str(caught.value).startswith(f"{tmp_path / name} {problem}: give a Keras 'no top' weights file")
+
+
+def test_a_truncated_file_in_keras_cache_is_refused(tmp_path, monkeypatch, no_network_allowed, capsys):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    keras_cache().mkdir(parents=True)
+    cut = keras_cache() / MOBILENET_FILE  # a download cut short: only the shipped file is hash-checked
+    cut.write_bytes((SHIPPED / MOBILENET_FILE).read_bytes()[:1_000_000])
+    for choice in ("cached", "auto", "imagenet"):
+        with pytest.raises(WeightsError) as caught:
+            resolve_weights(MOBILENET_025, choice, 64)
+        assert str(caught.value) == (f"{cut} is damaged (truncated: 1,000,000 of 2,108,140 bytes): delete it (the "
+                                     "course's copy in weights/ is then used), or set CXR_WEIGHTS=none.")  # fmt: skip
+    assert "RANDOM WEIGHTS" not in capsys.readouterr().out  # refused, not replaced by random weights
+
+
+def test_a_file_for_another_network_in_keras_cache_says_to_delete_it(tmp_path, monkeypatch, no_network_allowed):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    keras_cache().mkdir(parents=True)
+    wrong = keras_cache() / imagenet_file(VGG16, 64)
+    shutil.copy(SHIPPED / MOBILENET_FILE, wrong)
+    with pytest.raises(WeightsError) as caught:
+        resolve_weights(VGG16, "cached", 32)
+    message = str(caught.value)
+    assert message.startswith(f"{wrong} is not weights for vgg16 (layer count mismatch")
+    assert message.endswith("delete it (CXR_WEIGHTS=auto or imagenet downloads it again when online), or set "
+                            "CXR_WEIGHTS=none.")  # fmt: skip
+
+
+def test_only_the_load_is_guarded_a_backbone_that_cannot_be_built_is_not_a_weights_error(no_network_allowed):
+    with pytest.raises(ValueError) as caught:  # VGG16 needs at least 32 px: Keras's own error, as without a file
+        resolve_weights(VGG16, str(SHIPPED / MOBILENET_FILE), 16)
+    assert not isinstance(caught.value, WeightsError)
 
 
 def test_network_probe_gives_up_after_its_timeout(monkeypatch):

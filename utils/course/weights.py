@@ -5,12 +5,15 @@ Choices (``CXR_WEIGHTS`` / ``--weights``): ``imagenet`` (fail within seconds, sa
 neither on disk nor downloadable), ``auto`` (ImageNet, else random weights with a banner), ``cached`` (ImageNet
 only when the file is already on disk: never downloads), ``none`` (random) or a weights file. Files are looked
 for in Keras's cache (``$KERAS_HOME/models/``, default ``~/.keras/models/``) and in the course's ``weights/``.
+Every file but the hash-checked shipped one is loaded into the backbone once before it is used, so that a damaged
+file or one for another network fails with a :class:`WeightsError` naming it, not with h5py's or Keras's traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,18 +75,59 @@ def random_banner(name: str, reason: str) -> str:
             f"CXR_WEIGHTS=/path/to/file.h5.\n{line}")  # fmt: skip
 
 
+def _load_problem(backbone: Backbone, path: str, err: Exception, in_cache: bool) -> str:
+    """What is wrong with the weights file ``path`` that Keras failed to load into ``backbone``, and what to do."""
+    why = " ".join(str(err).split()).rstrip(".")
+    why = why[:1].lower() + (why[1:] if len(why) <= 200 else f"{why[1:197]}...")
+    if in_cache:  # found under Keras's own file name
+        shipped = "the course's copy in weights/ is then used" if (SHIPPED / Path(path).name).is_file() else (
+            "CXR_WEIGHTS=auto or imagenet downloads it again when online")  # fmt: skip
+        fix = f"delete it ({shipped}), or set CXR_WEIGHTS=none."
+    else:
+        fix = (f"give a Keras 'no top' weights file for {backbone.name}, or set CXR_WEIGHTS (or --weights) to "
+               "imagenet, auto or none.")  # fmt: skip
+    if isinstance(err, OSError) and "truncated file" in why:
+        sizes = re.search(r"eof = (\d+).*stored_eof = (\d+)", why)
+        size = f": {int(sizes[1]):,} of {int(sizes[2]):,} bytes" if sizes else ""
+        again = "" if in_cache else "copy or download it again, or "
+        return f"{path} is damaged (truncated{size}): {again}{fix}"
+    if isinstance(err, OSError) and "signature not found" in why:
+        return f"{path} is not a weights file (not HDF5: file signature not found): {fix}"
+    if isinstance(err, OSError):
+        return f"{path} cannot be read ({why}): {fix}"
+    if "format not supported" in why.lower():
+        return f"{path} is not a Keras weights file (Keras loads .h5, .weights.h5 and .keras files): {fix}"
+    return f"{path} is not weights for {backbone.name} ({why}): {fix}"
+
+
+def check_loads(backbone: Backbone, path: str, image_size: int, in_cache: bool = False) -> None:
+    """Load the weights file ``path`` into ``backbone`` as ``build_transfer_model`` will (``keras.applications``
+    calls ``load_weights``); a :class:`WeightsError` naming the file, what is wrong and what to do when it fails.
+    Only the load is guarded: a problem building the backbone itself is raised as it is."""
+    shape = (image_size, image_size, 3)
+    net = backbone.application(include_top=False, weights=None, input_shape=shape, **backbone.options)
+    try:
+        net.load_weights(path)
+    except (OSError, ValueError) as err:  # h5py: not HDF5, truncated; Keras: another network, another format
+        raise WeightsError(_load_problem(backbone, path, err, in_cache)) from err
+
+
 def resolve_weights(backbone: Backbone | None, choice: str, image_size: int) -> tuple[str | None, str]:
     """``(what keras.applications gets, what the run records)``: a file path, ``"imagenet"`` (Keras downloads it)
-    or None (random weights; printed loudly unless they were asked for)."""
+    or None (random weights; printed loudly unless they were asked for). A file is loaded into ``backbone`` once
+    first (:func:`check_loads`), unless it is the shipped file that passed its hash check."""
     if backbone is None:
         return None, "none (trained from scratch)"
     if choice == "none":
         return None, "none (random weights, as asked)"
     if choice not in ("imagenet", "auto", "cached"):
+        check_loads(backbone, choice, image_size)
         return choice, f"file {Path(choice).name}"
     name = imagenet_file(backbone, image_size)
     found = _on_disk(name) or (_on_disk(imagenet_file(backbone, 224)) if "mobilenet" in name else None)
     if found is not None:
+        if found.parent != SHIPPED:  # Keras's cache: a download cut short or a file copied there, unchecked
+            check_loads(backbone, str(found), image_size, in_cache=True)
         return str(found), "imagenet" + ("" if found.name == name else f" (the 224 px file, at {image_size} px)")
     problem = "it is never downloaded with CXR_WEIGHTS=cached" if choice == "cached" else network_problem()
     if problem is None:
