@@ -155,17 +155,18 @@ def test_a_run_keeps_its_split_when_the_dataset_is_prepared_again(world_env, mon
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        (["--epochs", "0", "0"], "leave at least one epoch to train, got 0"),
-        (["--epochs", "-1", "1"], "Epochs must be >= 0"),
-        (["--epochs", "1", "-1"], "Epochs must be >= 0"),
-        (["--image-size", "0"], "at least 32 px (the models need it), got 0"),
-        (["--image-size", "16"], "at least 32 px (the models need it), got 16"),
+        (["--model", "cnn", "--epochs", "0"], "leave at least one epoch to train, got 0"),
+        (["--model", "mobilenet_025", "--epochs", "0", "0"], "leave at least one epoch to train, got 0"),
+        (["--model", "mobilenet_025", "--epochs", "-1", "1"], "Epochs must be >= 0"),
+        (["--model", "mobilenet_025", "--epochs", "1", "-1"], "Epochs must be >= 0"),
+        (["--model", "cnn", "--image-size", "0"], "at least 32 px (the models need it), got 0"),
+        (["--model", "cnn", "--image-size", "16"], "at least 32 px (the models need it), got 16"),
     ],
 )
 def test_nonsense_numbers_are_refused_before_any_run_starts(world_env, capsys, options, says):
     w = world_env
     runs, latest = run_dirs(w.root), (w.model_dir / "LATEST").read_text()
-    assert main(["train", "--dataset", f"folder:{w.b}", "--model", "cnn", *options]) == 2
+    assert main(["train", "--dataset", f"folder:{w.b}", *options]) == 2
     assert says in one_line_error(capsys)
     assert run_dirs(w.root) == runs and (w.model_dir / "LATEST").read_text() == latest
 

@@ -324,15 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     datasets = f"one of {', '.join(REGISTRY)}, or folder:PATH (default: CXR_DATASET)"
 
-    def command(name: str, func, help: str, dataset: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, func, help: str, dataset: bool = True, profile: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}.")
         p.set_defaults(func=func)
-        p.add_argument("--profile", choices=list(PROFILES), help="run size (default: CXR_PROFILE)")
+        if profile:  # only where the run size matters
+            p.add_argument("--profile", choices=list(PROFILES), help="run size (default: CXR_PROFILE)")
         if dataset:
             p.add_argument("--dataset", help=datasets)
         return p
 
-    p = command("download", cmd_download, "download a Kaggle dataset into data/raw/ (once)")
+    p = command("download", cmd_download, "download a Kaggle dataset into data/raw/ (once)", profile=False)
     p.add_argument("--force", action="store_true", help="download again, replacing the old copy once the new one is checked")
     p = command("prepare", cmd_prepare, "build data/<dataset>/manifest.csv (checks every image, splits by patient)")
     p.add_argument("--source", type=Path, help="an extracted archive to read instead of downloading")
@@ -345,11 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="input size in pixels (default: the profile's)")
     p.add_argument("--weights", help="imagenet | auto | cached | none | FILE (default: CXR_WEIGHTS or the profile's)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run from its last epoch")
-    p = command("evaluate", cmd_evaluate, "score a run on its own split, or on any folder of images", dataset=False)
+    p = command("evaluate", cmd_evaluate, "score a run on its own split, or on any folder of images", dataset=False,
+                profile=False)  # fmt: skip
     p.add_argument("run", type=Path, help="a run folder, or a model folder (its LATEST run)")
     p.add_argument("--split", default="test", choices=SPLITS, help="the run's split to score (default: test)")
     p.add_argument("--source", type=Path, help="a class-per-folder tree to score instead (all of its images)")
-    p = command("predict", cmd_predict, "class probabilities and decision for image files", dataset=False)
+    p = command("predict", cmd_predict, "class probabilities and decision for image files", dataset=False, profile=False)
     p.add_argument("run", type=Path, help="a run folder, or a model folder (its LATEST run)")
     p.add_argument("images", type=Path, nargs="+", help="JPEG or PNG files, any size")
     p = command("results", cmd_results, "Markdown table of the latest runs; --readme writes it into README.md")
@@ -360,12 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NN", help="only these notebooks, by number, e.g. 01 03")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     p = command("export", cmd_export, "export a run's model (SavedModel, LiteRT, ONNX) and check it on the test split",
-                dataset=False)  # fmt: skip
+                dataset=False, profile=False)  # fmt: skip
     p.add_argument("run", type=Path, help="a run folder, or a model folder (its LATEST run)")
     p.add_argument("--formats", nargs="+", default=["savedmodel", "litert", "onnx"], choices=["savedmodel", "litert", "onnx"],
                    help="which files to write (default: all three)")
     p = command("demo", cmd_demo, "serve a Gradio demo of a run (upload an X-ray, see the decision and Grad-CAM)",
-                dataset=False)  # fmt: skip
+                dataset=False, profile=False)  # fmt: skip
     p.add_argument("run", type=Path, help="a run folder, or a model folder (its LATEST run)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=7860, help="port to listen on (default 7860)")
