@@ -102,7 +102,7 @@ def reweight(probs: np.ndarray, ratio: np.ndarray) -> np.ndarray:
 
 
 def prior_shift_em(
-    probs: np.ndarray, train_prior: np.ndarray, max_iter: int = 100, tol: float = 1e-6
+    probs: np.ndarray, train_prior: np.ndarray, max_iter: int = 1000, tol: float = 1e-6
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Adapt a classifier's posteriors to the unknown class prior of new, unlabelled data (label shift).
 

@@ -190,8 +190,10 @@ def test_choose_threshold_maximises_youden_j():
 
 def test_choose_threshold_is_never_infinite():
     y = np.array([0, 0, 1, 1])
-    threshold = choose_threshold(y, binary_probs(np.array([0.9, 0.8, 0.2, 0.1])))  # inverted: nothing beats "none"
-    assert threshold == 1.0
+    probs = binary_probs(np.array([1.0, 0.8, 0.2, 0.1]))  # inverted: nothing beats "none"; a NORMAL at p = 1.0
+    threshold = choose_threshold(y, probs)
+    assert 1.0 < threshold < 1.001 and not predict_classes(probs, threshold).any()
+    assert not predict_classes(probs.astype(np.float32), threshold).any()  # float32 softmax outputs too
 
 
 def test_predict_classes():
@@ -373,3 +375,27 @@ def test_shared_predictions_scores_every_run_on_the_same_images():
     np.testing.assert_array_equal(shared["sample"][0], [0, 1])  # the same images in this run's class order
     np.testing.assert_allclose(shared["sample"][1], [[0.6, 0.4], [0.7, 0.3]])  # columns p_PNEUMONIA, p_NORMAL
     assert shared_predictions(runs, "test")["sample"][1].shape == (1, 2)  # the split given, not validation
+
+
+def test_threshold_when_no_cutoff_beats_calling_nothing_positive():
+    """roc_curve's first threshold is inf (nothing positive); clipped to 1.0, saturated probabilities of exactly
+    1.0 would still be called positive and score below chance."""
+    y, p1 = np.array([0, 1, 0, 1]), np.array([1.0, 0.2, 1.0, 0.3], np.float32)
+    probs = np.stack([1 - p1, p1], axis=1)
+    threshold = choose_threshold(y, probs)
+    assert threshold > 1.0 and predict_classes(probs, threshold).tolist() == [0, 0, 0, 0]
+    s = scores(y, probs, threshold)
+    assert s["sensitivity"] + s["specificity"] - 1 == 0  # Youden's J of the rule: 0, not -1
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")  # sklearn's, on the one-class reference
+def test_scores_and_intervals_on_images_of_one_class():
+    """A folder of NORMAL images only: balanced accuracy over the classes present (as sklearn), and no interval
+    (every resample lacks a class) instead of a crash."""
+    y = np.zeros(10, int)
+    probs = np.tile([[0.8, 0.2]], (10, 1))
+    s = scores(y, probs, 0.5)
+    assert s["balanced accuracy"] == skm.balanced_accuracy_score(y, predict_classes(probs, 0.5)) == 1.0
+    assert np.isnan(s["AUC"])
+    ci = scores_with_ci(y, probs, 0.5, n_boot=50)
+    assert ci["accuracy"][0] == 1.0 and np.isnan(ci["accuracy"][1:]).all() and np.isnan(ci["AUC"]).all()

@@ -42,7 +42,9 @@ def choose_threshold(y_val: np.ndarray, probs_val: np.ndarray) -> float:
     """The threshold on p(class 1) that maximises Youden's J = sensitivity + specificity - 1 on the validation split."""
     fpr, tpr, thresholds = metrics.roc_curve(y_val, probs_val[:, 1])
     best = np.argmax(tpr - fpr)
-    return float(min(thresholds[best], 1.0))
+    if np.isinf(thresholds[best]):  # no cutoff beats calling nothing positive: one above every probability
+        return 1.0 + 1e-6
+    return float(thresholds[best])
 
 
 # saved in utils/metrics.py
@@ -76,8 +78,9 @@ def scores(y_true: np.ndarray, probs: np.ndarray, threshold: float | None) -> di
     recall = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
     precision = np.diag(cm) / np.maximum(cm.sum(axis=0), 1)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    result = {"accuracy": np.trace(cm) / len(y_true), "balanced accuracy": recall.mean(), "macro-F1": f1.mean(),
-              "AUC": rank_auc(y_true, probs)}  # fmt: skip
+    present = cm.sum(axis=1) > 0  # balanced accuracy: the mean recall of the classes the split holds (as sklearn)
+    result = {"accuracy": np.trace(cm) / len(y_true), "balanced accuracy": recall[present].mean(),
+              "macro-F1": f1.mean(), "AUC": rank_auc(y_true, probs)}  # fmt: skip
     if k == 2:
         result |= {"sensitivity": recall[1], "specificity": recall[0]}
     return {name: round(float(value), 4) for name, value in result.items()}
@@ -95,6 +98,8 @@ def bootstrap_ci(
         idx = rng.integers(0, len(y_true), size=len(y_true))
         if len(np.unique(y_true[idx])) == probs.shape[1]:
             values.append(metric(y_true[idx], probs[idx]))
+    if not values:  # the images hold fewer classes than the model: no interval
+        return (np.full(np.shape(metric(y_true, probs)), np.nan),) * 2
     low, high = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
     return low, high
 
