@@ -107,11 +107,11 @@ def test_plot_history_of_one_phase_has_no_phase_line():
 def test_plot_reliability_binary_points_and_counts():
     probs1 = np.array([0.05, 0.08, 0.12, 0.55, 0.58, 0.95, 0.97, 0.99, 1.0])
     y = np.array([0, 0, 1, 0, 1, 1, 1, 1, 0])
-    fig = plot_reliability(y, np.column_stack([1 - probs1, probs1]), TITLE)
+    fig = plot_reliability(y, np.column_stack([1 - probs1, probs1]), TITLE, positive="PNEUMONIA")
     top, below = fig.axes
-    assert top.get_title() == TITLE and top.get_ylabel() == "observed share of class 1"
+    assert top.get_title() == TITLE and top.get_ylabel() == "observed share of PNEUMONIA"  # the class, named
     assert TITLE in texts(fig) and "images" in texts(fig)
-    assert below.get_xlabel() == "predicted probability of class 1"
+    assert below.get_xlabel() == "predicted probability of PNEUMONIA"
     heights = [bar.get_height() for bar in below.patches]
     assert heights == [2, 1, 0, 0, 0, 2, 0, 0, 0, 4]  # 1.0 falls in the last bin
     model = top.get_lines()[1]
@@ -135,9 +135,9 @@ def test_plot_threshold_marks_the_chosen_threshold():
     rng = np.random.default_rng(0)
     y = np.array([0] * 20 + [1] * 20)
     p1 = np.clip(np.r_[rng.normal(0.35, 0.15, 20), rng.normal(0.65, 0.15, 20)], 0, 1)
-    fig = plot_threshold(y, np.column_stack([1 - p1, p1]), 0.4213, TITLE)
+    fig = plot_threshold(y, np.column_stack([1 - p1, p1]), 0.4213, TITLE, positive="PNEUMONIA")
     (ax,) = fig.axes
-    assert ax.get_title() == TITLE and ax.get_xlabel() == "threshold on p(class 1)"
+    assert ax.get_title() == TITLE and ax.get_xlabel() == "threshold on p(PNEUMONIA)"
     assert legend(ax) == ["sensitivity", "specificity", "chosen on validation: 0.421"]
     sensitivity, specificity, chosen = ax.get_lines()
     fpr, tpr, cuts = metrics.roc_curve(y, p1)
@@ -181,7 +181,7 @@ def test_plot_sanity_titles_name_the_layer_and_the_similarity(images_and_maps):
     fig = plot_sanity(results, images, "Grad-CAM sanity check: mobilenet_025")
     assert fig._suptitle.get_text() == "Grad-CAM sanity check: mobilenet_025"
     assert len(fig.axes) == 4
-    assert [ax.get_title() for ax in fig.axes] == ["original\nrho 1.00", "conv_pw_13_relu_an\nrho 0.43", "", ""]
+    assert [ax.get_title() for ax in fig.axes] == ["original\nrho 1.00", "conv_pw_13_relu_and_more\nrho 0.43", "", ""]
     assert [len(ax.images) for ax in fig.axes] == [1, 1, 1, 1]  # rows: images, columns: steps
     for row in range(2):
         for col, step in enumerate(results):  # each step's own map of each image

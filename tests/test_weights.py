@@ -134,7 +134,9 @@ def test_cached_without_a_file_gives_random_weights_without_probing_the_network(
     assert path is None
     assert used.startswith("random") and "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 not on disk" in used
     banner = capsys.readouterr().out
-    assert "RANDOM WEIGHTS: vgg16 starts from random weights" in banner and "never downloaded with CXR_WEIGHTS=cached" in banner
+    text = " ".join(line.strip("! ") for line in banner.splitlines())  # the box's lines, unwrapped
+    assert "RANDOM WEIGHTS: vgg16 starts from random weights" in text and "never downloaded with CXR_WEIGHTS=cached" in text
+    assert {len(line) for line in banner.strip().splitlines()} == {100}  # a closed box
 
 
 def test_imagenet_offline_fails_fast_with_what_to_do(offline):
@@ -152,7 +154,7 @@ def test_imagenet_offline_fails_fast_with_what_to_do(offline):
 def test_auto_offline_falls_back_to_random_weights_loudly(offline, capsys):
     path, used = resolve_weights(DENSENET121, "auto", 64)
     assert path is None and used.startswith("random (ImageNet weights unavailable")
-    out = capsys.readouterr().out
+    out = " ".join(line.strip("! ") for line in capsys.readouterr().out.splitlines())
     assert "RANDOM WEIGHTS: densenet121" in out and "NOT transfer learning" in out and "Network is unreachable" in out
 
 

@@ -65,7 +65,8 @@ def randomize_layers(model: keras.Model, images: np.ndarray, layer_name: str, st
     and measure how much the maps still resemble the trained model's (Spearman rank correlation per image).
     Maps that explain the model must change; maps that show only the image's edges do not.
 
-    Returns one dict per step (the first is the trained model): ``layer``, ``spearman`` (mean), ``maps``.
+    Returns one dict per step (the first is the trained model): ``layer``, ``spearman`` (mean; a blank map, which
+    resembles nothing, counts as 0), ``maps``.
     """
     classes = model.predict(images, verbose=0).argmax(axis=1)
     reference = gradcam_heatmap(model, images, classes, layer_name)

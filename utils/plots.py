@@ -70,8 +70,10 @@ def plot_history(history: pd.DataFrame, title: str) -> Figure:
     return _closed(fig)
 
 
-def plot_reliability(y_true: np.ndarray, probs: np.ndarray, title: str, n_bins: int = 10) -> Figure:
-    """Reliability diagram of p(class 1) (two classes) or of the top probability (more), with the number of images
+def plot_reliability(
+    y_true: np.ndarray, probs: np.ndarray, title: str, n_bins: int = 10, positive: str = "class 1"
+) -> Figure:
+    """Reliability diagram of p(``positive``, class 1) (two classes) or of the top probability (more), with the number of images
     in each bin underneath: a bin of three images says little."""
     binary = probs.shape[1] == 2
     score = probs[:, 1] if binary else probs.max(axis=1)
@@ -84,22 +86,24 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, title: str, n_bins: 
     fig, (ax, below) = plt.subplots(2, 1, figsize=(5.5, 5.5), height_ratios=[3, 1], sharex=True)
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
     ax.plot(predicted, observed, "o-", label="model")
-    ax.set(ylabel="observed share of class 1" if binary else "accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.set(ylabel=f"observed share of {positive}" if binary else "accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(loc="upper left", fontsize="small")
     below.bar((np.arange(n_bins) + 0.5) / n_bins, counts, width=0.9 / n_bins, color="grey")
-    below.set(xlabel="predicted probability of class 1" if binary else "top probability", ylabel="images")
+    below.set(xlabel=f"predicted probability of {positive}" if binary else "top probability", ylabel="images")
     return _closed(fig)
 
 
-def plot_threshold(y_true: np.ndarray, probs: np.ndarray, threshold: float, title: str) -> Figure:
-    """Sensitivity and specificity against the threshold on p(class 1), with the chosen threshold marked."""
+def plot_threshold(
+    y_true: np.ndarray, probs: np.ndarray, threshold: float, title: str, positive: str = "class 1"
+) -> Figure:
+    """Sensitivity and specificity against the threshold on p(``positive``, class 1), the chosen threshold marked."""
     fpr, tpr, cuts = metrics.roc_curve(y_true, probs[:, 1])
     keep = np.isfinite(cuts)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(cuts[keep], tpr[keep], drawstyle="steps-post", color=class_color("PNEUMONIA"), label="sensitivity")
     ax.plot(cuts[keep], 1 - fpr[keep], drawstyle="steps-post", color=class_color("NORMAL"), label="specificity")
     ax.axvline(threshold, color="k", ls="--", lw=1, label=f"chosen on validation: {threshold:.3f}")
-    ax.set(xlabel="threshold on p(class 1)", ylabel="rate", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.set(xlabel=f"threshold on p({positive})", ylabel="rate", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.legend(loc="lower left", fontsize="small")
     return _closed(fig)
 
@@ -129,6 +133,6 @@ def plot_sanity(results: list[dict], images: np.ndarray, title: str) -> Figure:
         for row in range(len(images)):
             axes[row, col].imshow(overlay(images[row], step["maps"][row]))
             axes[row, col].set_axis_off()
-        axes[0, col].set_title(f"{step['layer'][:18]}\nrho {step['spearman']:.2f}", fontsize=8)
+        axes[0, col].set_title(f"{step['layer']}\nrho {step['spearman']:.2f}", fontsize=7)  # the whole layer name
     fig.suptitle(title)
     return _closed(fig)

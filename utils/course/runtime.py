@@ -18,6 +18,7 @@ HARMLESS_WARNINGS = (
     ".*input_shape.*is undefined or non-square.*",  # MobileNet's ImageNet file used at another input size
     ".*does not apply to tf.data functions.*",  # the smoke profile's eager Keras steps (tf.data stays compiled)
     ".*IProgress not found.*",  # tqdm (imported by Gradio) in a notebook without ipywidgets
+    ".*`np.object` will be defined as the corresponding NumPy scalar.*",  # Keras's tf2onnx shim probing NumPy
 )
 
 

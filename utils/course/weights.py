@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,10 +70,12 @@ def network_problem(timeout: float = 3.0) -> str | None:
 
 
 def random_banner(name: str, reason: str) -> str:
-    line = "!" * 100
-    return (f"{line}\n!! RANDOM WEIGHTS: {name} starts from random weights, not ImageNet: this is NOT transfer "
-            f"learning.\n!! Why: {reason}\n!! Fix: connect to the internet, put the file in {keras_cache()}/, or set "
-            f"CXR_WEIGHTS=/path/to/file.h5.\n{line}")  # fmt: skip
+    """A boxed warning, as loud as the synthetic-data one, that says why and how to get the ImageNet weights."""
+    text = [f"RANDOM WEIGHTS: {name} starts from random weights, not ImageNet: this is NOT transfer learning.",
+            f"Why: {reason}", f"Fix: connect to the internet, put the file in {keras_cache()}/, or set "
+            "CXR_WEIGHTS=/path/to/file.h5."]  # fmt: skip
+    lines = [part for paragraph in text for part in textwrap.wrap(paragraph, 94)]
+    return "\n".join(["!" * 100, *(f"!! {line:<94} !!" for line in lines), "!" * 100])
 
 
 def _load_problem(backbone: Backbone, path: str, err: Exception, in_cache: bool) -> str:
