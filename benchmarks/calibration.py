@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from levers import reweight, train_priors  # noqa: E402  (the EM lever's re-weighting and reference priors)
 from sklearn.metrics import log_loss  # noqa: E402
 
-from utils.course.runs import load_run  # noqa: E402
+from utils.course.runs import RunError, load_run  # noqa: E402
 from utils.metrics import apply_temperature, calibration_error, fit_temperature  # noqa: E402
 
 
@@ -48,9 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (or model folders: their LATEST run)")
     args = parser.parse_args(argv)
+    try:
+        runs = [load_run(folder) for folder in args.runs]
+    except RunError as err:  # nothing trained here (no ../shared for real_data.py, say): as levers.py does
+        print(f"Skipped: {err}")
+        return 0
     print("| run (model, dataset, seed) | correction | T | val ECE | val log-loss |\n|---|---|---|---|---|")
-    for folder in args.runs:
-        run = load_run(folder)
+    for run in runs:
         for name, (t, ece, loss) in calibration_rows(run).items():
             title = f"{run.model_name}, {run.config.get('dataset')}, seed {run.config.get('seed')}"
             print(f"| {title} | {name} | {t:.2f} | {ece:.3f} | {loss:.3f} |")

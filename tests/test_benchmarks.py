@@ -162,6 +162,15 @@ def test_real_data_json_keeps_other_models_rows(tmp_path):
     assert [(r["model"], r["auc"]) for r in json.loads(path.read_text())] == [("mobilenet_025", 0.5), ("cnn", 0.9)]
 
 
+def test_calibration_skips_when_nothing_was_trained(tmp_path, capsys):
+    """`make benchmarks` without ../shared: real_data.py skips, so the run folders calibration.py is given are not
+    there; it says so and exits 0, as levers.py does."""
+    calibration = load_script("calibration")
+    assert calibration.main([str(tmp_path / "runs" / "pneumonia" / "cnn")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Skipped: ") and "is not a run folder" in out and "|" not in out
+
+
 def test_calibration_prints_each_runs_corrections_as_measured_here(quick_real_data, capsys):
     """benchmarks/calibration.py's table against the ECE and log-loss computed here from the run's predictions."""
     from sklearn.metrics import log_loss
