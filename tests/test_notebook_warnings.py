@@ -1,9 +1,9 @@
-"""The repository's conftest.py fails a notebook cell that shows a Python warning (nbval, as `make notebooks` runs
-it): checked on two small notebooks in a folder of their own, with that conftest.py copied beside them."""
+"""utils/course/nbval_warnings.py fails a notebook cell that shows a Python warning (nbval, as `make notebooks` runs
+it): checked on two small notebooks in a folder of their own, with the plugin loaded as pyproject.toml loads it."""
 
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
 import sys
 
@@ -18,9 +18,10 @@ pytestmark = pytest.mark.slow
 def run_nbval(folder, cells: list[str]) -> subprocess.CompletedProcess:
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
     nbformat.write(notebook, folder / "check.ipynb")
-    shutil.copy(PROJECT_ROOT / "conftest.py", folder / "conftest.py")
-    return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", "check.ipynb"],
-                          cwd=folder, capture_output=True, text=True, timeout=120)  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-p", "utils.course.nbval_warnings",
+               "-q", "check.ipynb"]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_a_cell_that_shows_a_warning_fails(tmp_path):

@@ -1,6 +1,7 @@
-"""pytest hooks for the notebooks (``make notebooks`` runs them under nbval): a cell that shows the student a Python
-warning fails, so that warnings spam cannot creep back in with a new library version. A warning the course knows to
-be harmless is silenced where it arises (``utils/course/runtime.py``), not here."""
+"""A pytest plugin for the notebooks (``make notebooks`` runs them under nbval; pyproject.toml loads it with
+``-p utils.course.nbval_warnings``): a cell that shows the student a Python warning fails, so that warnings spam
+cannot creep back in with a new library version. A warning the course knows to be harmless is silenced where it
+arises (``utils/course/runtime.py``), not here."""
 
 from __future__ import annotations
 
