@@ -396,6 +396,9 @@ def test_scores_and_intervals_on_images_of_one_class():
     probs = np.tile([[0.8, 0.2]], (10, 1))
     s = scores(y, probs, 0.5)
     assert s["balanced accuracy"] == skm.balanced_accuracy_score(y, predict_classes(probs, 0.5)) == 1.0
+    assert s["macro-F1"] == skm.f1_score(y, predict_classes(probs, 0.5), average="macro") == 1.0  # was 0.5
+    wrong = scores(y, np.tile([[0.2, 0.8]], (10, 1)), 0.5)  # every NORMAL called PNEUMONIA: F1 0 for both classes
+    assert wrong["macro-F1"] == skm.f1_score(y, np.ones(10, int), average="macro", zero_division=0) == 0.0
     assert np.isnan(s["AUC"])
     ci = scores_with_ci(y, probs, 0.5, n_boot=50)
     assert ci["accuracy"][0] == 1.0 and np.isnan(ci["accuracy"][1:]).all() and np.isnan(ci["AUC"]).all()

@@ -78,9 +78,9 @@ def scores(y_true: np.ndarray, probs: np.ndarray, threshold: float | None) -> di
     recall = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
     precision = np.diag(cm) / np.maximum(cm.sum(axis=0), 1)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    present = cm.sum(axis=1) > 0  # balanced accuracy: the mean recall of the classes the split holds (as sklearn)
+    present = cm.sum(axis=1) > 0  # averages over the classes the split holds (or, for F1, predicts), as sklearn's
     result = {"accuracy": np.trace(cm) / len(y_true), "balanced accuracy": recall[present].mean(),
-              "macro-F1": f1.mean(), "AUC": rank_auc(y_true, probs)}  # fmt: skip
+              "macro-F1": f1[present | (cm.sum(axis=0) > 0)].mean(), "AUC": rank_auc(y_true, probs)}  # fmt: skip
     if k == 2:
         result |= {"sensitivity": recall[1], "specificity": recall[0]}
     return {name: round(float(value), 4) for name, value in result.items()}
