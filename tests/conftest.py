@@ -62,3 +62,12 @@ def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return generate_synthetic(tmp_path_factory.mktemp("synthetic") / "synthetic", SMALL_COUNTS, seed=3)
 
+
+
+def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    """The one ``error:`` line on stderr (and nothing else there)."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import one_line_error
 from sklearn import metrics as skm
 
 from utils.course.cli import main
@@ -21,14 +22,6 @@ from utils.course.runs import load_run
 from utils.data import load_images
 
 TRAIN = ["--profile", "smoke", "--model", "cnn", "--epochs", "1", "--image-size", "64"]
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.mark.parametrize(

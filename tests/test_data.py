@@ -16,6 +16,7 @@ from utils.data import (
     Data,
     build_augmentation,
     class_weights,
+    healthy_class,
     load_image,
     load_images,
     make_data,
@@ -202,3 +203,9 @@ def test_augmentation_layers_draw_their_own_random_numbers():
     factor = (tf.math.reduce_std(layers["contrast"](x, training=True), axis=(1, 2, 3)) / 25.0).numpy()
     assert shift.std() > 5 and factor.std() > 0.05  # both draw a number per image
     assert abs(np.corrcoef(np.argsort(np.argsort(shift)), np.argsort(np.argsort(factor)))[0, 1]) < 0.5
+
+
+def test_healthy_class_is_found_by_name():
+    assert healthy_class(["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]) == "Normal"  # the COVID-19 database
+    assert healthy_class(["NORMAL", "BACTERIA", "VIRUS"]) == "NORMAL"
+    assert healthy_class(["Effusion", "Nodule"]) == "Effusion"  # none called normal: the first class

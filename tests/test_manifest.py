@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_image, write_tree
+from conftest import one_line_error, write_image, write_tree
 
 from utils.course.cli import main
 from utils.course.config import get_settings
@@ -115,8 +115,7 @@ def test_files_gone_since_prepare_fail_in_one_line(archive, tmp_path, monkeypatc
     assert gone in str(info.value) and "--force" in str(info.value)
     capsys.readouterr()
     assert main(["train", "--dataset", "pneumonia", "--model", "cnn"]) == 2  # before any training
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "missing or changed since" in err[0], err
+    assert "missing or changed since" in one_line_error(capsys)
 
 
 def test_folder_datasets_with_the_same_name_do_not_collide(tmp_path):

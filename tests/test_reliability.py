@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import write_image, write_tree
+from conftest import one_line_error, write_image, write_tree
 from sklearn.metrics import roc_auc_score
 
 from utils.course.cli import main
@@ -26,15 +26,6 @@ def snapshot(root: Path) -> dict[str, str]:
     """``{relative path: sha1}`` of every file under ``root``: equal before and after means nothing changed."""
     return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
-
-
-def one_line_error(capsys: pytest.CaptureFixture) -> str:
-    """The one ``error:`` line on stderr (and nothing else there)."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def set_env(mp: pytest.MonkeyPatch, root: Path) -> None:

@@ -1,6 +1,6 @@
 """The input pipeline (notebook 03): manifest rows -> ``tf.data`` batches of ``(images, one-hot labels)``.
 
-Every function here is taught in notebook 03 and saved from there (``# saved in utils/data.py``); a test keeps
+Every function here is taught in notebook 03 (``healthy_class`` in 02) and saved from there (``# saved in utils/data.py``); a test keeps
 the two copies identical. Images are decoded once to small grey ``uint8`` squares and cached; what changes
 between epochs (order, augmentation) comes after the cache; the 3-channel ``float32`` copy that the models take is
 made last. Every image is stretched to the square (no crop, no padding): a crop can cut off the lung bases, and
@@ -19,6 +19,13 @@ from keras import layers
 from sklearn.utils.class_weight import compute_class_weight
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+# saved in utils/data.py
+def healthy_class(class_names: list[str]) -> str:
+    """The class of the healthy patients, found by its name (NORMAL in the Kermany set, "Normal" in the COVID-19
+    database); the first class when no class is called that."""
+    return next((name for name in class_names if name.upper() == "NORMAL"), class_names[0])
 
 
 # saved in utils/data.py

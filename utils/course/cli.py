@@ -52,11 +52,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = get_settings(getattr(args, "profile", None))
     model = getattr(args, "model", None)
     if model:
-        from ..models import MODELS
+        from .experiment import check_model_name
 
-        if model not in MODELS:
-            raise UsageError(f"Unknown model {model!r}: choose one of {', '.join(MODELS)}")
-        settings = settings.for_model(model)
+        settings = settings.for_model(check_model_name(model))  # before any download or preparation
     changes = {"dataset": getattr(args, "dataset", None) or settings.dataset}
     if getattr(args, "source", None):
         changes["source"] = Path(args.source).expanduser().resolve()

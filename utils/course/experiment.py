@@ -20,10 +20,16 @@ from .runs import Run, RunError, finish_run, load_run, mark_run, start_run, trai
 from .weights import resolve_weights
 
 
-def build_model(name: str, num_classes: int, settings: Settings) -> tuple[keras.Model, str, bool]:
-    """``(model, weights used, pretrained)`` for a name of :data:`utils.models.MODELS`."""
+def check_model_name(name: str) -> str:
+    """``name`` when it is one of :data:`utils.models.MODELS`, else a :class:`ConfigError` listing them."""
     if name not in MODELS:
         raise ConfigError(f"Unknown model {name!r}: choose one of {', '.join(MODELS)}.")
+    return name
+
+
+def build_model(name: str, num_classes: int, settings: Settings) -> tuple[keras.Model, str, bool]:
+    """``(model, weights used, pretrained)`` for a name of :data:`utils.models.MODELS`."""
+    check_model_name(name)
     size = settings.profile.image_size
     if name == "cnn":
         return build_cnn(num_classes, size), "none (trained from scratch)", False
